@@ -1,0 +1,7 @@
+"""``python -m connector``: the same as the ``event-sink`` command."""
+
+import sys
+
+from connector.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""Micro-batching by count, bytes and linger time. Pure: the clock is injected.
+
+A batch closes when it holds ``max_events``, when the next event would push the request
+body past ``max_bytes``, or ``linger_s`` after its first event arrived. An event too large
+to share a request goes alone in a batch of its own (never dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from connector.records import Batch, EncodedEvent
+
+
+def body_overhead(public_params_json: bytes) -> int:
+    """Bytes of a request body around its events: ``{"publicParams":…,"data":[…]}``."""
+    return len(b'{"publicParams":') + len(public_params_json) + len(b',"data":[]}')
+
+
+def render_body(public_params_json: bytes, batch: Batch) -> bytes:
+    """The request body for a batch, built from the already-encoded events."""
+    return b"".join(
+        (
+            b'{"publicParams":',
+            public_params_json,
+            b',"data":[',
+            b",".join(event.body for event in batch.events),
+            b"]}",
+        )
+    )
+
+
+class Batcher:
+    """Accumulates encoded events into batches; one open batch at a time."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int,
+        max_bytes: int,
+        linger_s: float,
+        overhead_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        if not 1 <= max_events <= 500:
+            raise ValueError("max_events must be within 1..500 (the API's limit)")
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._linger_s = linger_s
+        self._overhead = overhead_bytes
+        self._clock = clock
+        self._events: list[EncodedEvent] = []
+        self._size = overhead_bytes
+        self._opened_at = 0.0
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def add(self, event: EncodedEvent) -> list[Batch]:
+        """Add one event; returns the batches this closed (none, one, or two).
+
+        The open batch closes before the event if the event does not fit in it, and the
+        batch holding the event closes at once if the event filled it; so an oversized
+        event closes its predecessor and then itself.
+        """
+        closed = []
+        # A comma separates every event after the first.
+        if self._events and self._size + 1 + len(event.body) > self._max_bytes:
+            closed.append(self._close())
+        if self._events:
+            self._size += 1 + len(event.body)
+        else:
+            self._opened_at = self._clock()
+            self._size += len(event.body)
+        self._events.append(event)
+        if len(self._events) >= self._max_events or self._size >= self._max_bytes:
+            closed.append(self._close())
+        return closed
+
+    def deadline(self) -> float | None:
+        """When the open batch's linger expires, or None if nothing is open."""
+        return self._opened_at + self._linger_s if self._events else None
+
+    def poll(self) -> Batch | None:
+        """Close the open batch if its linger time has passed."""
+        deadline = self.deadline()
+        if deadline is not None and self._clock() >= deadline:
+            return self._close()
+        return None
+
+    def flush(self) -> Batch | None:
+        """Close the open batch now (shutdown, revoke)."""
+        return self._close() if self._events else None
+
+    def _close(self) -> Batch:
+        batch = Batch(self._next_id, tuple(self._events), self._size)
+        self._next_id += 1
+        self._events = []
+        self._size = self._overhead
+        return batch

@@ -1,0 +1,232 @@
+"""Typed, frozen settings: a YAML file, overridden by the environment, validated once.
+
+Every key may be overridden as ``EVENT_SINK__SECTION__KEY`` (lists and maps as JSON).
+The API token never sits in the file: it comes from ``EVENT_SINK_TOKEN`` or from the
+file named by ``http.token_file``. Unknown keys and bad values fail with the key's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+ENV_PREFIX = "EVENT_SINK__"
+TOKEN_ENV = "EVENT_SINK_TOKEN"
+REDACTED = "***"
+
+# librdkafka settings that would let the client commit offsets of undelivered events,
+# or that have a key of their own in this file.
+_FORBIDDEN_KAFKA_PROPERTIES = {
+    "enable.auto.commit": "the connector commits only delivered offsets itself",
+    "enable.auto.offset.store": "the connector stores only delivered offsets itself",
+    "auto.commit.enable": "the connector commits only delivered offsets itself",
+    "bootstrap.servers": "use kafka.bootstrap_servers",
+    "group.id": "use kafka.group_id",
+    "enable.partition.eof": "the connector does not use partition EOF events",
+}
+# Substrings of property names whose values are secrets, redacted when printed.
+_SECRET_MARKERS = ("password", "secret", "token", "sasl.oauthbearer.config", "key.pem")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key's path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+KafkaPropertyValue = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: Annotated[str, Field(min_length=1)] = "localhost:9092"
+    group_id: Annotated[str, Field(min_length=1)] = "event-sink"
+    topics: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)] = (
+        "user-behavior-events",
+    )
+    properties: dict[str, KafkaPropertyValue] = Field(default_factory=dict)
+    commit_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 5000
+    consume_max_messages: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_pending_events: Annotated[int, Field(ge=1)] = 20_000
+
+    @field_validator("properties")
+    @classmethod
+    def _refuse_guarantee_breakers(
+        cls, value: dict[str, KafkaPropertyValue]
+    ) -> dict[str, KafkaPropertyValue]:
+        for key in value:
+            reason = _FORBIDDEN_KAFKA_PROPERTIES.get(key)
+            if reason is not None:
+                raise ValueError(f"{key!r} may not be set here: {reason}")
+        return value
+
+
+class SourceSettings(_Section):
+    format: Literal["avro"] = "avro"
+    schema_file: Path = Path("schemas/user_behavior_event.avsc")
+
+
+class BatchSettings(_Section):
+    max_events: Annotated[int, Field(ge=1, le=500)] = 500
+    max_bytes: Annotated[int, Field(ge=1024)] = 4_000_000
+    linger_ms: Annotated[int, Field(ge=0, le=600_000)] = 500
+
+
+class RetrySettings(_Section):
+    initial_backoff_ms: Annotated[int, Field(ge=1)] = 200
+    max_backoff_ms: Annotated[int, Field(ge=1)] = 30_000
+
+
+class HttpSettings(_Section):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = (
+        "http://127.0.0.1:8080/v1/events/import"
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = 8
+    public_params: dict[str, Any] = Field(
+        default_factory=lambda: {"isMatching": 1, "matchingType": 1}
+    )
+    token_file: Path | None = None
+    retry: RetrySettings = RetrySettings()
+
+
+class MetricsSettings(_Section):
+    port: Annotated[int, Field(ge=0, le=65535)] = 9400
+
+
+class ShutdownSettings(_Section):
+    drain_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class Settings(_Section):
+    kafka: KafkaSettings = KafkaSettings()
+    source: SourceSettings = SourceSettings()
+    batch: BatchSettings = BatchSettings()
+    http: HttpSettings = HttpSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as plain data, with every secret replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        props = data["kafka"]["properties"]
+        for key in props:
+            if any(marker in key.lower() for marker in _SECRET_MARKERS):
+                props[key] = REDACTED
+        return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    overrides = []
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"{name}: malformed override name (empty path segment)")
+        value: Any = raw
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{'.'.join(path)} (from {name}): invalid JSON: {exc}") from None
+        overrides.append((path, value, name))
+    return sorted(overrides)
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            raise ConfigError(f"{where} (from {origin}): is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_errors(exc: ValidationError, origins: Mapping[str, str]) -> str:
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"])
+        origin = next(
+            (env for key, env in origins.items() if path == key or path.startswith(key + ".")),
+            None,
+        )
+        suffix = f" (from {origin})" if origin else ""
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path}{suffix}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (if any), apply environment overrides, validate.
+
+    Raises ConfigError with every bad key's dotted path.
+    """
+    env = os.environ if environ is None else environ
+    data: Any = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping")
+    if isinstance(data.get("http"), dict) and "token" in data["http"]:
+        raise ConfigError(
+            "http.token: the token must not be in the config file; "
+            f"set {TOKEN_ENV} or point http.token_file at a mounted secret"
+        )
+    origins: dict[str, str] = {}
+    for key_path, value, origin in _env_overrides(env):
+        _set_path(data, key_path, value, origin)
+        origins[".".join(key_path)] = origin
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origins)) from None
+
+
+def load_token(settings: Settings, environ: Mapping[str, str] | None = None) -> SecretStr:
+    """The API token: the file ``http.token_file`` if set, else ``EVENT_SINK_TOKEN``."""
+    env = os.environ if environ is None else environ
+    token_file = settings.http.token_file
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"http.token_file: cannot read {token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ConfigError(f"http.token_file: {token_file} is empty")
+        return SecretStr(token)
+    token = env.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(f"no API token: set {TOKEN_ENV} or http.token_file")
+    return SecretStr(token)

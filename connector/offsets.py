@@ -1,0 +1,118 @@
+"""The one owner of offsets: what was read, what is resolved, what may be committed.
+
+Guarantee: the position offered for commit on a partition is never past a record that
+was read and not yet resolved (delivered). Records resolve in any order; the position
+advances over the longest resolved prefix of what was read, in read order. Offsets the
+source never handed over (compaction holes, transaction markers) are covered by the
+next record read after them. Pure: no Kafka, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from connector.records import TopicPartition
+
+
+class _PartitionState:
+    __slots__ = ("epoch", "position", "read", "resolved")
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.read: deque[int] = deque()  # offsets read and not yet passed, in read order
+        self.resolved: set[int] = set()  # resolved offsets still behind an unresolved one
+        self.position: int | None = None  # next offset to commit (last passed + 1)
+
+
+class OffsetTracker:
+    """Tracks records from read to resolved, per partition and assignment epoch.
+
+    Each assignment of a partition gets a new epoch. Resolutions that carry an old epoch
+    (a batch that finished after its partition was revoked) are ignored: the new owner
+    reads those records again from the last commit, so nothing is lost.
+    """
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, _PartitionState] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._next_epoch = 1
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Records read and not yet resolved, over all partitions."""
+        return self._pending
+
+    def assigned(self) -> list[TopicPartition]:
+        return list(self._partitions)
+
+    def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Start tracking partitions (a new epoch for each)."""
+        for tp in tps:
+            self._drop(tp)
+            self._partitions[tp] = _PartitionState(self._next_epoch)
+            self._next_epoch += 1
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        """Forget partitions; later resolutions of their records are ignored."""
+        for tp in tps:
+            self._drop(tp)
+
+    def _drop(self, tp: TopicPartition) -> None:
+        state = self._partitions.pop(tp, None)
+        if state is not None:
+            self._pending -= len(state.read) - len(state.resolved)
+        self._committed.pop(tp, None)
+
+    def track(self, tp: TopicPartition, offset: int) -> int:
+        """Record that ``offset`` was read; returns the epoch to resolve it with.
+
+        Offsets must arrive in increasing order per partition, as Kafka delivers them.
+        """
+        state = self._partitions.get(tp)
+        if state is None:  # read before the assignment callback ran: treat as assigned
+            self.assign([tp])
+            state = self._partitions[tp]
+        if state.read:
+            if offset <= state.read[-1]:
+                raise ValueError(f"{tp}: offset {offset} read after {state.read[-1]}")
+        elif state.position is not None and offset < state.position:
+            raise ValueError(f"{tp}: offset {offset} read after position {state.position}")
+        state.read.append(offset)
+        self._pending += 1
+        return state.epoch
+
+    def resolve(self, tp: TopicPartition, epoch: int, offsets: Iterable[int]) -> None:
+        """Mark records delivered (or otherwise done). Stale epochs are ignored."""
+        state = self._partitions.get(tp)
+        if state is None or state.epoch != epoch:
+            return
+        read, resolved = state.read, state.resolved
+        for offset in offsets:
+            # Ignore repeats and offsets already passed: each record resolves once.
+            if read and offset >= read[0] and offset not in resolved:
+                resolved.add(offset)
+                self._pending -= 1
+        while read and read[0] in resolved:
+            done = read.popleft()
+            resolved.discard(done)
+            state.position = done + 1
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Positions that moved since the last commit: partition → next offset to read."""
+        out = {}
+        for tp, state in self._partitions.items():
+            if state.position is not None and state.position != self._committed.get(tp):
+                out[tp] = state.position
+        return out
+
+    def mark_committed(self, positions: dict[TopicPartition, int]) -> None:
+        """The broker acknowledged these positions."""
+        for tp, position in positions.items():
+            if tp in self._partitions:
+                self._committed[tp] = position
+
+    def committed(self) -> dict[TopicPartition, int]:
+        """Last acknowledged positions of the assigned partitions."""
+        return dict(self._committed)

@@ -1,0 +1,158 @@
+"""The Kafka side: the only importer of confluent_kafka's consumer.
+
+Consumer group with cooperative-sticky assignment, auto commit and auto offset store
+off, earliest reset. Offsets are committed only with explicit positions that the offset
+tracker handed out, synchronously, so a commit is known to have landed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.aio import AIOConsumer
+
+from connector.config import KafkaSettings
+from connector.records import SourceRecord, TopicPartition
+
+log = logging.getLogger(__name__)
+
+RebalanceCallback = Callable[[list[TopicPartition]], Awaitable[None]]
+
+
+class SourceError(Exception):
+    """The consumer hit an error it cannot recover from."""
+
+
+class CommitError(Exception):
+    """The broker did not accept a commit; the positions stay uncommitted."""
+
+
+# Builds the consumer from librdkafka settings; tests may wrap the real AIOConsumer.
+ConsumerFactory = Callable[[dict[str, Any]], Any]
+
+
+def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings: the guarantee's settings last, so nothing overrides them."""
+    conf: dict[str, Any] = {
+        "partition.assignment.strategy": "cooperative-sticky",
+        "auto.offset.reset": "earliest",
+    }
+    conf.update(settings.properties)
+    conf.update(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    return conf
+
+
+def _tps(partitions: Iterable[Any]) -> list[TopicPartition]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
+class KafkaSource:
+    """Consumes records, pauses/resumes partitions, commits given positions."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+        consumer_factory: ConsumerFactory = AIOConsumer,
+    ) -> None:
+        self._settings = settings
+        self._callbacks = (on_assign, on_revoke, on_lost)
+        self._factory = consumer_factory
+        self._consumer: Any = None
+        self._reported: set[tuple[int, str]] = set()
+
+    async def start(self) -> None:
+        conf = consumer_config(self._settings)
+        conf["error_cb"] = self._on_error
+        self._consumer = self._factory(conf)
+        on_assign, on_revoke, on_lost = self._callbacks
+
+        async def assigned(_consumer: Any, partitions: list[Any]) -> None:
+            await on_assign(_tps(partitions))
+
+        async def revoked(_consumer: Any, partitions: list[Any]) -> None:
+            await on_revoke(_tps(partitions))
+
+        async def lost(_consumer: Any, partitions: list[Any]) -> None:
+            await on_lost(_tps(partitions))
+
+        await self._consumer.subscribe(
+            list(self._settings.topics), on_assign=assigned, on_revoke=revoked, on_lost=lost
+        )
+
+    async def _on_error(self, error: KafkaError) -> None:
+        # AIOConsumer runs client callbacks as coroutines on the event loop.
+        if error.fatal():
+            log.error("fatal Kafka client error: %s", error.str())
+        else:
+            log.warning("Kafka client error: %s", error.str())
+
+    async def consume(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:
+        """Up to ``max_messages`` records; per-message errors are logged or raised."""
+        messages = await self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._message_error(error)
+                continue
+            timestamp_type, timestamp = message.timestamp()
+            records.append(
+                SourceRecord(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    timestamp if timestamp_type else None,
+                )
+            )
+        return records
+
+    def _message_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise SourceError(f"fatal consumer error: {error.str()}")
+        # e.g. a subscribed topic that does not exist yet: say it once, keep polling.
+        key = (error.code(), error.str())
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning("consumer error (will keep polling): %s", error.str())
+
+    async def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Commit these positions synchronously; CommitError if the broker refused."""
+        offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            result = await self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise CommitError(str(exc.args[0].str() if exc.args else exc)) from None
+        failed = [tp for tp in result or [] if tp.error is not None]
+        if failed:
+            raise CommitError(
+                ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in failed)
+            )
+
+    async def pause(self, tps: Iterable[TopicPartition]) -> None:
+        await self._consumer.pause([KafkaTopicPartition(t, p) for t, p in tps])
+
+    async def resume(self, tps: Iterable[TopicPartition]) -> None:
+        await self._consumer.resume([KafkaTopicPartition(t, p) for t, p in tps])
+
+    async def close(self) -> None:
+        """Leave the group (this runs the revoke callback for what is still assigned)."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.close()

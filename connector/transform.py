@@ -1,0 +1,95 @@
+"""Decoded record (dict) → the API's event, and its JSON encoding. Pure.
+
+The default mapping (see the README): event_id→uuid, event_key→eventKey, event_time→time,
+interaction_id→intid, identities[type/value/platform/mpid/is_wechat_ecosystem] →
+identityType/identityValue/platform/mpid/isWeChatEcosystem, properties→eventargs.
+An optional field whose value is null is omitted, never sent as null; so is an empty
+eventargs. Entries of eventargs pass through as they are, a null value included.
+Errors name the field, never its value (values are personal data).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_IDENTITY_OPTIONAL = (
+    ("platform", "platform"),
+    ("mpid", "mpid"),
+    ("is_wechat_ecosystem", "isWeChatEcosystem"),
+)
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class TransformError(Exception):
+    """The record cannot become a valid API event; the message names the field."""
+
+
+def _required_str(record: dict[str, Any], field: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value:
+        raise TransformError(f"{field}: required, a non-empty string")
+    return value
+
+
+def to_event(record: dict[str, Any], fallback_uuid: str) -> dict[str, Any]:
+    """Map one decoded record to the API's event shape.
+
+    ``fallback_uuid`` (derived from topic/partition/offset) is used when the record has
+    no event_id, so every event still carries a stable idempotency key.
+    """
+    event: dict[str, Any] = {}
+    identities_in = record.get("identities")
+    if not isinstance(identities_in, list) or not identities_in:
+        raise TransformError("identities: at least one identity is required")
+    identities = []
+    for index, identity in enumerate(identities_in):
+        if not isinstance(identity, dict):
+            raise TransformError(f"identities[{index}]: not a record")
+        out: dict[str, Any] = {
+            "identityType": _required_str(identity, "type"),
+            "identityValue": _required_str(identity, "value"),
+        }
+        for source_name, api_name in _IDENTITY_OPTIONAL:
+            value = identity.get(source_name)
+            if value is not None:
+                out[api_name] = value
+        if "mpid" in out and "isWeChatEcosystem" not in out:
+            raise TransformError(
+                f"identities[{index}].is_wechat_ecosystem: required when mpid is set"
+            )
+        identities.append(out)
+    event["identities"] = identities
+
+    event_time = record.get("event_time")
+    if event_time is not None:
+        if isinstance(event_time, bool) or not isinstance(event_time, int) or event_time < 0:
+            raise TransformError("event_time: must be epoch milliseconds (a non-negative long)")
+        event["time"] = event_time
+
+    event_id = record.get("event_id")
+    event["uuid"] = event_id if isinstance(event_id, str) and event_id else fallback_uuid
+    event["eventKey"] = _required_str(record, "event_key")
+
+    interaction_id = record.get("interaction_id")
+    if interaction_id is not None:
+        event["intid"] = interaction_id
+
+    properties = record.get("properties")
+    if properties:
+        event["eventargs"] = properties
+    return event
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities have no JSON form, so they are refused."""
+    try:
+        return _encoder.encode(event).encode("utf-8")
+    except ValueError as exc:
+        raise TransformError(f"eventargs: {exc}") from None
+
+
+def fallback_uuid(topic: str, partition: int, offset: int) -> str:
+    """A stable id for a record without one: the same message always gets the same id."""
+    return f"{topic}-{partition}-{offset}"

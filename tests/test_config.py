@@ -1,0 +1,118 @@
+"""Config: file + environment overrides, validated once, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connector.config import ConfigError, Settings, load_settings, load_token
+from connector.source import consumer_config
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "connector.example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_example_file_is_the_defaults() -> None:
+    assert load_settings(EXAMPLE, environ={}) == Settings()
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  max_in_flight: 4\n")
+    settings = load_settings(
+        path,
+        environ={
+            "EVENT_SINK__HTTP__MAX_IN_FLIGHT": "16",
+            "EVENT_SINK__KAFKA__TOPICS": '["a", "b"]',
+            "EVENT_SINK__KAFKA__PROPERTIES": '{"security.protocol": "SSL"}',
+            "EVENT_SINK__BATCH__LINGER_MS": "50",
+            "EVENT_SINK__KAFKA__GROUP_ID": "123",
+        },
+    )
+    assert settings.http.max_in_flight == 16
+    assert settings.kafka.topics == ("a", "b")
+    assert settings.kafka.properties == {"security.protocol": "SSL"}
+    assert settings.batch.linger_ms == 50
+    assert settings.kafka.group_id == "123"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("batch:\n  max_events: 501\n", {}, r"batch\.max_events: .*less than or equal to 500"),
+        ("batch:\n  max_event: 5\n", {}, r"batch\.max_event: unknown key"),
+        ("nope: {}\n", {}, r"nope: unknown key"),
+        ("http:\n  timeout_s: -1\n", {}, r"http\.timeout_s"),
+        ("http:\n  url: not-a-url\n", {}, r"http\.url"),
+        ("kafka:\n  topics: []\n", {}, r"kafka\.topics"),
+        (
+            "kafka:\n  properties: {enable.auto.commit: true}\n",
+            {},
+            r"kafka\.properties: .*'enable\.auto\.commit' may not be set",
+        ),
+        (
+            "",
+            {"EVENT_SINK__KAFKA__PROPERTIES": '{"enable.auto.offset.store": true}'},
+            r"kafka\.properties \(from EVENT_SINK__KAFKA__PROPERTIES\)",
+        ),
+        ("", {"EVENT_SINK__HTTP__MAX_IN_FLIGHT": "many"}, r"http\.max_in_flight \(from EVENT"),
+        ("", {"EVENT_SINK__HTTP__NOPE": "1"}, r"http\.nope \(from EVENT_SINK__HTTP__NOPE\)"),
+        ("", {"EVENT_SINK__KAFKA__TOPICS": "[oops"}, r"kafka\.topics .*invalid JSON"),
+        ("http:\n  token: abc\n", {}, r"http\.token: the token must not be in the config file"),
+        ("- just\n- a list\n", {}, r"top level must be a mapping"),
+        ("kafka: [\n", {}, r"not valid YAML"),
+    ],
+)
+def test_bad_config_fails_with_the_key_path(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text), environ=environ)
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+
+
+def test_token_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    settings = Settings()
+    assert load_token(settings, {"EVENT_SINK_TOKEN": "s3cret"}).get_secret_value() == "s3cret"
+    with pytest.raises(ConfigError, match="no API token"):
+        load_token(settings, {})
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    with_file = load_settings(write(tmp_path, f"http:\n  token_file: {token_file}\n"), environ={})
+    assert load_token(with_file, {"EVENT_SINK_TOKEN": "env"}).get_secret_value() == "from-file"
+    token_file.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_token(with_file, {})
+
+
+def test_redacted_config_hides_secrets() -> None:
+    settings = load_settings(
+        None,
+        environ={
+            "EVENT_SINK__KAFKA__PROPERTIES": '{"sasl.password": "hunter2", "sasl.username": "u"}'
+        },
+    )
+    shown = settings.redacted()
+    assert shown["kafka"]["properties"] == {"sasl.password": "***", "sasl.username": "u"}
+    assert "hunter2" not in repr(shown)
+
+
+def test_consumer_config_keeps_the_guarantee_settings() -> None:
+    settings = load_settings(
+        None, environ={"EVENT_SINK__KAFKA__PROPERTIES": '{"fetch.min.bytes": 1}'}
+    )
+    conf = consumer_config(settings.kafka)
+    assert conf["enable.auto.commit"] is False
+    assert conf["enable.auto.offset.store"] is False
+    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    assert conf["auto.offset.reset"] == "earliest"
+    assert conf["fetch.min.bytes"] == 1

@@ -1,0 +1,128 @@
+"""The offset tracker: never offer a commit past an undelivered record."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.offsets import OffsetTracker
+
+TP = ("events", 0)
+
+
+@st.composite
+def reads_and_completion_order(draw: st.DrawFn) -> tuple[list[int], list[list[int]]]:
+    """Increasing offsets with gaps (compaction, transaction markers), split into batches
+    that complete in any order."""
+    gaps = draw(st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60))
+    offsets, current = [], draw(st.integers(min_value=0, max_value=1000))
+    for gap in gaps:
+        offsets.append(current)
+        current += gap
+    cuts = sorted(
+        draw(
+            st.sets(
+                st.integers(min_value=1, max_value=len(offsets) - 1)
+                if len(offsets) > 1
+                else st.nothing()
+            )
+        )
+    )
+    bounds = [0, *cuts, len(offsets)]
+    batches = [offsets[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    order = draw(st.permutations(batches))
+    return offsets, list(order)
+
+
+@given(reads_and_completion_order())
+def test_position_never_passes_an_unresolved_offset(
+    case: tuple[list[int], list[list[int]]],
+) -> None:
+    offsets, completion = case
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    epoch = 0
+    for offset in offsets:
+        epoch = tracker.track(TP, offset)
+    delivered: set[int] = set()
+    for batch in completion:
+        tracker.resolve(TP, epoch, batch)
+        delivered.update(batch)
+        position = tracker.committable().get(TP, tracker.committed().get(TP))
+        undelivered = [o for o in offsets if o not in delivered]
+        if position is not None:
+            assert all(o >= position for o in undelivered), (position, undelivered)
+        if position is not None:
+            tracker.mark_committed({TP: position})
+    # Everything delivered: the position is one past the last record read.
+    assert tracker.committed()[TP] == offsets[-1] + 1
+    assert tracker.pending == 0
+
+
+@given(st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=40, unique=True))
+def test_pending_counts_read_minus_resolved(resolve_first: list[int]) -> None:
+    tracker = OffsetTracker()
+    epoch = tracker.track(TP, 0)
+    for offset in range(1, 41):
+        tracker.track(TP, offset)
+    tracker.resolve(TP, epoch, resolve_first)
+    tracker.resolve(TP, epoch, resolve_first)  # a repeat changes nothing
+    assert tracker.pending == 41 - len(resolve_first)
+    contiguous = 0
+    while contiguous in resolve_first:
+        contiguous += 1
+    assert tracker.committable().get(TP) == (contiguous if contiguous else None)
+
+
+def test_batches_finishing_out_of_order() -> None:
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    epoch = 0
+    for offset in range(10):
+        epoch = tracker.track(TP, offset)
+    tracker.resolve(TP, epoch, [5, 6, 7, 8, 9])
+    assert tracker.committable() == {}  # 0..4 still in flight
+    tracker.resolve(TP, epoch, [0, 1, 2])
+    assert tracker.committable() == {TP: 3}
+    tracker.mark_committed({TP: 3})
+    assert tracker.committable() == {}
+    tracker.resolve(TP, epoch, [3, 4])
+    assert tracker.committable() == {TP: 10}
+
+
+def test_resolution_from_a_revoked_assignment_is_ignored() -> None:
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    old_epoch = tracker.track(TP, 0)
+    tracker.revoke([TP])
+    tracker.assign([TP])
+    new_epoch = tracker.track(TP, 0)
+    assert new_epoch != old_epoch
+    tracker.resolve(TP, old_epoch, [0])
+    assert tracker.committable() == {}
+    assert tracker.pending == 1
+    tracker.resolve(TP, new_epoch, [0])
+    assert tracker.committable() == {TP: 1}
+
+
+def test_partitions_are_independent() -> None:
+    tracker = OffsetTracker()
+    a, b = ("events", 0), ("events", 1)
+    tracker.assign([a, b])
+    ea = tracker.track(a, 0)
+    eb = tracker.track(b, 0)
+    tracker.track(b, 1)
+    tracker.resolve(b, eb, [0, 1])
+    assert tracker.committable() == {b: 2}
+    tracker.resolve(a, ea, [0])
+    assert tracker.committable() == {a: 1, b: 2}
+
+
+def test_offsets_must_increase() -> None:
+    tracker = OffsetTracker()
+    tracker.track(TP, 5)
+    with pytest.raises(ValueError, match="read after"):
+        tracker.track(TP, 5)
+    with pytest.raises(ValueError, match="read after"):
+        tracker.track(TP, 3)
