@@ -1,0 +1,783 @@
+"""A strict stand-in of the vendor's event import API, served by aiohttp on loopback.
+
+Tests and the demo talk to it over real HTTP. It is deliberately stricter than the vendor's
+page, so that a connector that passes against it sends only what the contract allows
+(see ``shared/reference/event-import-api.md``).
+
+``POST <path>`` (default ``/v1/events/import``) is checked in this order; the first failing
+check answers and nothing of the request is recorded:
+
+1. fault injection (:class:`Faults`): a scripted or random fault answers before any validation;
+2. header ``X-Token`` must equal the configured token, else 401;
+3. ``Content-Type`` must be ``application/json`` (charset, if any, utf-8), the body UTF-8
+   JSON (no ``NaN``/``Infinity``) holding an object, else 400;
+4. the contract, else 400 with ``msg`` = ``<path>: <reason>``, e.g.
+   ``data[3].identities[0].isWeChatEcosystem: required when mpid is sent``:
+
+   - top level: exactly ``publicParams`` (object, required) and ``data`` (array of 1..500
+     events, required);
+   - ``publicParams``: ``matchingType`` int 1 or 2; ``isMatching`` int 1 or 2, or a bool;
+     both optional;
+   - event: ``identities`` (non-empty array, required), ``eventKey`` (non-empty string,
+     required), ``time`` (int epoch milliseconds in 0..2**63-1, optional), ``uuid``
+     (non-empty string, optional), ``intid`` (string, optional), ``eventargs`` (object whose
+     values are string, number, bool or null, optional);
+   - identity: ``identityValue`` and ``identityType`` (strings, required), ``platform`` and
+     ``mpid`` (strings, optional), ``isWeChatEcosystem`` (bool, optional but required when
+     ``mpid`` is sent);
+   - JSON ``true``/``false`` never count as integers; an unknown key at any level (including
+     the deprecated identity ``appid``) is rejected; an explicit ``null`` for an optional field
+     is rejected (absent fields must be omitted), except as an ``eventargs`` value.
+
+A request that passes is answered 200 ``{"code":"200","errorCode":"SUCCESS","msg":"ok"}`` and
+its events are recorded. Every answer of the import path uses the vendor body shape
+``{"code": str, "errorCode": str, "msg": str}``.
+
+Control endpoints (no token; loopback use only): ``GET /stats``, ``GET /events``,
+``POST /reset`` (clears stats and events, keeps the fault settings), ``GET /faults`` and
+``POST /faults`` (replaces the fault settings; the script restarts from its first entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_PATH",
+    "MAX_EVENTS_PER_REQUEST",
+    "STATE_KEY",
+    "ContractError",
+    "Faults",
+    "SandboxServer",
+    "SandboxState",
+    "SandboxStats",
+    "ScriptStep",
+    "add_arguments",
+    "build_app",
+    "faults_from_args",
+    "parse_script",
+    "serve",
+    "validate_request",
+]
+
+log = logging.getLogger("connector.sandbox")
+
+DEFAULT_PATH = "/v1/events/import"
+MAX_EVENTS_PER_REQUEST = 500
+# The vendor names no body limit; aiohttp's 1 MiB default could reject a legal 500-event batch
+# with large eventargs, so the sandbox must not be the one to impose a limit.
+_CLIENT_MAX_SIZE = 64 * 1024 * 1024
+_MAX_LONG = 2**63 - 1  # `time` is a Java long on the vendor's side
+
+_TOP_KEYS = frozenset({"publicParams", "data"})
+_PUBLIC_KEYS = frozenset({"matchingType", "isMatching"})
+_EVENT_KEYS = frozenset({"identities", "time", "uuid", "eventKey", "intid", "eventargs"})
+_IDENTITY_KEYS = frozenset(
+    {"identityValue", "identityType", "platform", "mpid", "isWeChatEcosystem"}
+)
+# Exact types, not isinstance: json.loads only builds these, and `type(x) is int` keeps bool out.
+_EVENTARG_TYPES = frozenset({str, int, float, bool, type(None)})
+_MISSING: Any = object()
+
+Event = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class ContractError(ValueError):
+    """A request that breaks the contract; ``str()`` is the 400 answer's ``msg``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages (never the value itself)."""
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "bool"
+    if type(value) is int:
+        return "integer"
+    if type(value) is float:
+        return "number"
+    if type(value) is str:
+        return "string"
+    if type(value) is list:
+        return "array"
+    if type(value) is dict:
+        return "object"
+    return type(value).__name__
+
+
+def _unknown_key(obj: dict[str, Any], allowed: frozenset[str], path: str) -> ContractError:
+    key = min(obj.keys() - allowed)
+    return ContractError(_join(path, key), "unknown field")
+
+
+def _join(path: str, key: str) -> str:
+    # Keys of eventargs are free text; quote the ones that would make the path ambiguous.
+    name = key if key.isidentifier() else json.dumps(key, ensure_ascii=False)
+    return f"{path}.{name}" if path else name
+
+
+def _absent_optional(obj: dict[str, Any], key: str, path: str) -> bool:
+    """True when the optional ``key`` is absent; an explicit null is an error."""
+    value = obj.get(key, _MISSING)
+    if value is _MISSING:
+        return True
+    if value is None:
+        raise ContractError(_join(path, key), "null is not allowed; omit the field instead")
+    return False
+
+
+def _required(obj: dict[str, Any], key: str, path: str, expected: str) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING:
+        raise ContractError(_join(path, key), "required")
+    if value is None:
+        raise ContractError(_join(path, key), f"required, must be {expected}, got null")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], key: str, path: str, *, non_empty: bool = False) -> None:
+    if _absent_optional(obj, key, path):
+        return
+    value = obj[key]
+    if type(value) is not str:
+        raise ContractError(_join(path, key), f"must be a string, got {_kind(value)}")
+    if non_empty and not value:
+        raise ContractError(_join(path, key), "must be a non-empty string")
+
+
+def _check_public_params(params: object) -> None:
+    path = "publicParams"
+    if type(params) is not dict:
+        raise ContractError(path, f"must be an object, got {_kind(params)}")
+    if not params.keys() <= _PUBLIC_KEYS:
+        raise _unknown_key(params, _PUBLIC_KEYS, path)
+    if not _absent_optional(params, "matchingType", path):
+        value = params["matchingType"]
+        if type(value) is not int or value not in (1, 2):
+            raise ContractError(
+                f"{path}.matchingType", f"must be the integer 1 or 2, got {_kind(value)}"
+            )
+    if not _absent_optional(params, "isMatching", path):
+        value = params["isMatching"]
+        if type(value) is not bool and (type(value) is not int or value not in (1, 2)):
+            raise ContractError(
+                f"{path}.isMatching", f"must be the integer 1 or 2 or a bool, got {_kind(value)}"
+            )
+
+
+def _check_identity(identity: object, path: str) -> None:
+    if type(identity) is not dict:
+        raise ContractError(path, f"must be an object, got {_kind(identity)}")
+    if not identity.keys() <= _IDENTITY_KEYS:
+        raise _unknown_key(identity, _IDENTITY_KEYS, path)
+    for key in ("identityValue", "identityType"):
+        value = _required(identity, key, path, "a string")
+        if type(value) is not str:
+            raise ContractError(f"{path}.{key}", f"must be a string, got {_kind(value)}")
+    _optional_str(identity, "platform", path)
+    _optional_str(identity, "mpid", path)
+    if _absent_optional(identity, "isWeChatEcosystem", path):
+        if "mpid" in identity:
+            raise ContractError(f"{path}.isWeChatEcosystem", "required when mpid is sent")
+    elif type(identity["isWeChatEcosystem"]) is not bool:
+        kind = _kind(identity["isWeChatEcosystem"])
+        raise ContractError(f"{path}.isWeChatEcosystem", f"must be a bool, got {kind}")
+
+
+def _check_event(event: object, path: str) -> None:
+    if type(event) is not dict:
+        raise ContractError(path, f"must be an object, got {_kind(event)}")
+    if not event.keys() <= _EVENT_KEYS:
+        raise _unknown_key(event, _EVENT_KEYS, path)
+
+    identities = _required(event, "identities", path, "a non-empty array")
+    if type(identities) is not list:
+        raise ContractError(f"{path}.identities", f"must be an array, got {_kind(identities)}")
+    if not identities:
+        raise ContractError(f"{path}.identities", "must hold at least one identity")
+    for j, identity in enumerate(identities):
+        _check_identity(identity, f"{path}.identities[{j}]")
+
+    event_key = _required(event, "eventKey", path, "a non-empty string")
+    if type(event_key) is not str:
+        raise ContractError(f"{path}.eventKey", f"must be a string, got {_kind(event_key)}")
+    if not event_key:
+        raise ContractError(f"{path}.eventKey", "must be a non-empty string")
+
+    if not _absent_optional(event, "time", path):
+        value = event["time"]
+        if type(value) is not int:
+            raise ContractError(
+                f"{path}.time", f"must be an integer (epoch milliseconds), got {_kind(value)}"
+            )
+        if not 0 <= value <= _MAX_LONG:
+            raise ContractError(f"{path}.time", "must be epoch milliseconds in 0..2**63-1")
+
+    _optional_str(event, "uuid", path, non_empty=True)
+    _optional_str(event, "intid", path)
+
+    if not _absent_optional(event, "eventargs", path):
+        args = event["eventargs"]
+        if type(args) is not dict:
+            raise ContractError(f"{path}.eventargs", f"must be an object, got {_kind(args)}")
+        for key, value in args.items():
+            if type(value) not in _EVENTARG_TYPES:
+                raise ContractError(
+                    _join(f"{path}.eventargs", key),
+                    f"must be a string, number, bool or null, got {_kind(value)}",
+                )
+
+
+def validate_request(body: object) -> list[Event]:
+    """Check a parsed request body against the contract; return its events.
+
+    Raises :class:`ContractError` naming the first offending path.
+    """
+    if type(body) is not dict:
+        raise ContractError("body", f"must be a JSON object, got {_kind(body)}")
+    if not body.keys() <= _TOP_KEYS:
+        raise _unknown_key(body, _TOP_KEYS, "")
+    _check_public_params(_required(body, "publicParams", "", "an object"))
+    data = _required(body, "data", "", "an array")
+    if type(data) is not list:
+        raise ContractError("data", f"must be an array, got {_kind(data)}")
+    if not data:
+        raise ContractError("data", f"must hold 1..{MAX_EVENTS_PER_REQUEST} events, got 0")
+    if len(data) > MAX_EVENTS_PER_REQUEST:
+        raise ContractError(
+            "data",
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(data)}",
+        )
+    for i, event in enumerate(data):
+        _check_event(event, f"data[{i}]")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity by default; they are not JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class ScriptStep:
+    """One scripted answer: HTTP ``status``, with body ``code`` (default: the status).
+
+    ``ScriptStep(200)`` means "go on to normal handling"; ``ScriptStep(200, "500")`` answers
+    HTTP 200 with body code "500", which the contract says is *not* a delivery.
+    """
+
+    status: int
+    code: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_status(self.status, "script status")
+        if self.code is not None and (type(self.code) is not str or not self.code):
+            raise ValueError("script code must be a non-empty string")
+
+    @property
+    def passes(self) -> bool:
+        """True when this step lets the request through to normal handling."""
+        return self.status == 200 and self.code in (None, "200")
+
+    def to_json(self) -> int | dict[str, Any]:
+        return self.status if self.code is None else {"status": self.status, "code": self.code}
+
+
+def _check_status(status: object, what: str) -> None:
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError(f"{what} must be an HTTP status 100..599, got {status!r}")
+
+
+def _as_step(item: int | ScriptStep) -> ScriptStep:
+    return item if isinstance(item, ScriptStep) else ScriptStep(item)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault settings of the import path.
+
+    Per request, the next ``script`` entry (an HTTP status, or a :class:`ScriptStep` for a body
+    code that differs from the status) decides: 200 goes on to normal handling, anything else is
+    answered as an injected fault. Once the script is exhausted, a fault with
+    ``failure_status`` is injected with probability ``failure_rate`` (drawn from the state's
+    ``random.Random``, only when the rate is above 0). ``latency_ms`` delays every answer of
+    the import path, faults and rejections included. Frozen so that changing faults always goes
+    through :attr:`SandboxState.faults`, which restarts the script.
+    """
+
+    failure_rate: float = 0.0
+    failure_status: int = 503
+    latency_ms: float = 0.0
+    script: Sequence[int | ScriptStep] = ()
+
+    def __post_init__(self) -> None:
+        rate = self.failure_rate
+        if type(rate) not in (int, float) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"failure_rate must be a number in 0..1, got {rate!r}")
+        _check_status(self.failure_status, "failure_status")
+        latency = self.latency_ms
+        if type(latency) not in (int, float) or not 0.0 <= latency < float("inf"):
+            raise ValueError(f"latency_ms must be a number >= 0, got {latency!r}")
+        # Normalise (JSON may give ints; a caller may pass a list) so that equal settings
+        # compare and serialise equal; ScriptStep validates each step itself.
+        object.__setattr__(self, "failure_rate", float(rate))
+        object.__setattr__(self, "latency_ms", float(latency))
+        object.__setattr__(self, "script", tuple(_as_step(item) for item in self.script))
+
+    @property
+    def steps(self) -> tuple[ScriptStep, ...]:
+        return tuple(_as_step(item) for item in self.script)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "failure_rate": self.failure_rate,
+            "failure_status": self.failure_status,
+            "latency_ms": self.latency_ms,
+            "script": [step.to_json() for step in self.steps],
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Faults:
+        """Build from the ``POST /faults`` body; absent keys take their defaults."""
+        if type(obj) is not dict:
+            raise ValueError("faults must be a JSON object")
+        unknown = obj.keys() - {"failure_rate", "failure_status", "latency_ms", "script"}
+        if unknown:
+            raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+        kwargs: dict[str, Any] = {k: v for k, v in obj.items() if k != "script"}
+        script = obj.get("script", [])
+        if type(script) is not list:
+            raise ValueError("script must be an array")
+        kwargs["script"] = [_step_from_json(item) for item in script]
+        return cls(**kwargs)
+
+
+def _step_from_json(item: object) -> ScriptStep:
+    if type(item) is int:
+        return ScriptStep(item)
+    if type(item) is dict and "status" in item and item.keys() <= {"status", "code"}:
+        return ScriptStep(item["status"], item.get("code"))
+    raise ValueError(f'script entries are statuses or {{"status": int, "code": str}}, got {item!r}')
+
+
+def parse_script(text: str) -> list[ScriptStep]:
+    """Parse the CLI form ``503,503,200:500,200`` (``STATUS[:BODY_CODE]``, comma-separated)."""
+    steps: list[ScriptStep] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        status, sep, code = part.partition(":")
+        try:
+            steps.append(ScriptStep(int(status), code if sep else None))
+        except ValueError as exc:
+            raise ValueError(f"bad script entry {part!r}: {exc}") from None
+    return steps
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class SandboxStats:
+    """Counters of the import path; ``asdict()`` of it is the ``GET /stats`` answer."""
+
+    requests: int = 0  # every POST to the import path
+    accepted_requests: int = 0
+    events: int = 0  # accepted events, duplicates included
+    unique_uuids: int = 0
+    duplicates: int = 0  # accepted events whose uuid had been accepted before (any batch)
+    rejects: int = 0  # 400 answers
+    unauthorized: int = 0  # 401 answers
+    faults: int = 0  # injected fault answers
+    max_batch: int = 0  # largest accepted batch
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: dict[str, str]
+
+
+def _vendor_body(code: str, msg: str) -> dict[str, str]:
+    try:
+        error_code = "SUCCESS" if code == "200" else HTTPStatus(int(code)).name
+    except ValueError:
+        error_code = "INJECTED_FAULT"
+    if code == "400":
+        error_code = "INVALID_PARAMS"  # the vendor's name for a 400
+    return {"code": code, "errorCode": error_code, "msg": msg}
+
+
+_OK = _vendor_body("200", "ok")
+
+
+class SandboxState:
+    """The one owner of the sandbox's stats, accepted events and fault settings."""
+
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        rng: random.Random | None = None,
+        *,
+        keep_events: bool = True,
+    ) -> None:
+        self.rng = rng if rng is not None else random.Random()
+        self.keep_events = keep_events
+        self.stats = SandboxStats()
+        self._events: list[Event] = []
+        self._uuids: set[str] = set()
+        self._faults = Faults()
+        self._script: list[ScriptStep] = []
+        self._script_pos = 0
+        self.faults = faults if faults is not None else Faults()
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        """Replace the fault settings; the script starts again from its first entry."""
+        self._faults = faults
+        self._script = list(faults.steps)
+        self._script_pos = 0
+
+    @property
+    def script_remaining(self) -> list[ScriptStep]:
+        return self._script[self._script_pos :]
+
+    @property
+    def events(self) -> list[Event]:
+        """Accepted events in arrival order (always empty when ``keep_events`` is False)."""
+        return self._events
+
+    @property
+    def seen_uuids(self) -> frozenset[str]:
+        return frozenset(self._uuids)
+
+    def stats_json(self) -> dict[str, int]:
+        return asdict(self.stats)
+
+    def reset(self) -> None:
+        """Clear stats and accepted events; fault settings and script position are kept."""
+        self.stats = SandboxStats()
+        self._events = []
+        self._uuids = set()
+
+    def _next_fault(self) -> _Answer | None:
+        """Consume this request's fault decision; None means normal handling."""
+        if self._script_pos < len(self._script):
+            step = self._script[self._script_pos]
+            self._script_pos += 1
+            if step.passes:
+                return None
+            return _Answer(
+                step.status, _vendor_body(step.code or str(step.status), "injected fault")
+            )
+        faults = self._faults
+        # Draw only when a rate is set, so an idle rng sequence stays reproducible.
+        if faults.failure_rate > 0.0 and self.rng.random() < faults.failure_rate:
+            status = faults.failure_status
+            return _Answer(status, _vendor_body(str(status), "injected fault"))
+        return None
+
+    def record(self, events: list[Event]) -> None:
+        stats = self.stats
+        stats.accepted_requests += 1
+        stats.events += len(events)
+        stats.max_batch = max(stats.max_batch, len(events))
+        seen = self._uuids
+        duplicates = 0
+        for event in events:
+            uuid = event.get("uuid")
+            if uuid is None:
+                continue
+            if uuid in seen:
+                duplicates += 1
+            else:
+                seen.add(uuid)
+        stats.duplicates += duplicates
+        stats.unique_uuids = len(seen)
+        if self.keep_events:
+            self._events.extend(events)
+
+    def _handle(
+        self, token_ok: bool, content_type: str, charset: str | None, body: bytes
+    ) -> _Answer:
+        """Decide the import path's answer; synchronous so no other request interleaves."""
+        self.stats.requests += 1
+        fault = self._next_fault()
+        if fault is not None:
+            self.stats.faults += 1
+            return fault
+        if not token_ok:
+            self.stats.unauthorized += 1
+            return _Answer(401, _vendor_body("401", "missing or invalid X-Token"))
+        try:
+            if content_type != "application/json":
+                raise ContractError("Content-Type", "must be application/json")
+            if charset is not None and charset.lower() != "utf-8":
+                raise ContractError("Content-Type", "charset must be utf-8 when given")
+            try:
+                parsed = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            except UnicodeDecodeError:
+                raise ContractError("body", "is not UTF-8") from None
+            except ValueError:
+                raise ContractError("body", "is not valid JSON") from None
+            events = validate_request(parsed)
+        except ContractError as exc:
+            self.stats.rejects += 1
+            log.debug("rejected: %s", exc)  # paths and type names only, never values
+            return _Answer(400, _vendor_body("400", str(exc)))
+        self.record(events)
+        return _Answer(200, _OK)
+
+
+# --------------------------------------------------------------------------- app
+
+STATE_KEY: web.AppKey[SandboxState] = web.AppKey("sandbox_state", SandboxState)
+
+
+def build_app(
+    token: str,
+    *,
+    path: str = DEFAULT_PATH,
+    faults: Faults | None = None,
+    rng: random.Random | None = None,
+    keep_events: bool = True,
+) -> web.Application:
+    """The sandbox app; its :class:`SandboxState` is ``app[STATE_KEY]``."""
+    state = SandboxState(faults, rng, keep_events=keep_events)
+    app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
+    app[STATE_KEY] = state
+
+    async def import_events(request: web.Request) -> web.Response:
+        body = await request.read()
+        latency_ms = state.faults.latency_ms  # settings as of arrival
+        token_ok = request.headers.get("X-Token") == token
+        answer = state._handle(token_ok, request.content_type, request.charset, body)
+        # After recording: a client that times out here has in fact been accepted, which is
+        # exactly the at-least-once duplicate case worth exercising.
+        if latency_ms > 0:
+            await asyncio.sleep(latency_ms / 1000.0)
+        return web.json_response(answer.body, status=answer.status)
+
+    async def get_stats(request: web.Request) -> web.Response:
+        return web.json_response(state.stats_json())
+
+    async def get_events(request: web.Request) -> web.Response:
+        if not state.keep_events:
+            return web.json_response(
+                {"error": "events are not kept (keep_events=False)"}, status=409
+            )
+        return web.json_response(state.events)
+
+    async def post_reset(request: web.Request) -> web.Response:
+        state.reset()
+        return web.json_response(state.stats_json())
+
+    def faults_json() -> dict[str, Any]:
+        return {
+            **state.faults.to_json(),
+            "script_remaining": [step.to_json() for step in state.script_remaining],
+        }
+
+    async def get_faults(request: web.Request) -> web.Response:
+        return web.json_response(faults_json())
+
+    async def post_faults(request: web.Request) -> web.Response:
+        try:
+            state.faults = Faults.from_json(json.loads(await request.read() or b"{}"))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        log.info("fault settings replaced: %s", state.faults.to_json())
+        return web.json_response(faults_json())
+
+    app.router.add_post(path, import_events)
+    app.router.add_get("/stats", get_stats)
+    app.router.add_get("/events", get_events)
+    app.router.add_post("/reset", post_reset)
+    app.router.add_get("/faults", get_faults)
+    app.router.add_post("/faults", post_faults)
+    return app
+
+
+class SandboxServer:
+    """Serves :func:`build_app` on ``host:port`` (port 0 picks a free one) for ``async with``."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = DEFAULT_PATH,
+        faults: Faults | None = None,
+        rng: random.Random | None = None,
+        keep_events: bool = True,
+    ) -> None:
+        self._host = host
+        self._requested_port = port
+        self._path = path
+        self._app = build_app(token, path=path, faults=faults, rng=rng, keep_events=keep_events)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def state(self) -> SandboxState:
+        return self._app[STATE_KEY]
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("sandbox server is not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The full import URL, what the connector's config takes."""
+        return self.base_url + self._path
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("sandbox server is already started")
+        # No access log: the demo sends thousands of requests; shutdown waits briefly for
+        # in-flight (possibly latency-delayed) answers instead of aiohttp's default 60 s.
+        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._requested_port)
+            await site.start()
+            self._port = int(runner.addresses[0][1])
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("sandbox event import API listening on %s", self.url)
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def serve(host: str, port: int, token: str, faults: Faults, path: str = DEFAULT_PATH) -> None:
+    """Run the sandbox until cancelled (``event-sink sandbox``)."""
+    async with SandboxServer(token, host=host, port=port, path=path, faults=faults):
+        await asyncio.Event().wait()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _arg_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = convert.__name__  # argparse names the type in its error message
+    return parse
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be in 0..1, got {text}")
+    return value
+
+
+def _status(text: str) -> int:
+    value = int(text)
+    _check_status(value, "status")
+    return value
+
+
+def _latency(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``sandbox`` subcommand's flags (dests: host, port, token, path, failure_rate,
+    failure_status, latency_ms, script)."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
+    parser.add_argument("--token", required=True, help="the X-Token value to accept")
+    parser.add_argument("--path", default=DEFAULT_PATH, help="import path (default: %(default)s)")
+    parser.add_argument(
+        "--failure-rate",
+        type=_arg_type(_rate),
+        default=0.0,
+        help="probability 0..1 of a random fault once the script is exhausted",
+    )
+    parser.add_argument(
+        "--failure-status",
+        type=_arg_type(_status),
+        default=503,
+        help="HTTP status of random faults (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-ms", type=_arg_type(_latency), default=0.0, help="delay before every answer"
+    )
+    parser.add_argument(
+        "--script",
+        type=_arg_type(parse_script),
+        default=[],
+        help="answers for the first requests, e.g. 503,503,200:500,200 "
+        "(STATUS[:BODY_CODE]; 200 = normal handling)",
+    )
+
+
+def faults_from_args(ns: argparse.Namespace) -> Faults:
+    return Faults(
+        failure_rate=ns.failure_rate,
+        failure_status=ns.failure_status,
+        latency_ms=ns.latency_ms,
+        script=ns.script,
+    )
