@@ -56,6 +56,7 @@ class RunStats:
     attempts: int = 0
     commits: int = 0
     commit_failures: int = 0
+    pauses: int = 0  # times the source was paused because too much was pending
     started_at: float = field(default_factory=time.monotonic)
     first_assigned_at: float | None = None  # when the group first gave this member partitions
 
@@ -236,6 +237,7 @@ class Connector:
             to_pause = set(self.tracker.assigned()) - self._paused
             if to_pause:
                 if not self._paused:
+                    self.stats.pauses += 1
                     log.info("pausing consumption: %d events pending (cap %d)", pending, cap)
                 await self._source.pause(to_pause)
                 self._paused |= to_pause

@@ -1,0 +1,146 @@
+"""Entry points: ``event-sink run | check-config | sandbox | demo`` (and ``python -m connector``).
+
+Exit codes: 0 done (including a clean SIGTERM/SIGINT drain), 1 the connector stopped on
+an error (a record it cannot map, a fatal Kafka error), 2 the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from connector import __version__, logs
+from connector.app import Connector, InvalidRecordError
+from connector.config import ConfigError, Settings, load_settings, load_token
+from connector.decode import AvroDecoder, SchemaError, load_schema
+from connector.source import SourceError
+
+log = logging.getLogger("connector")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def run_connector(settings: Settings, token: str, stop: asyncio.Event) -> None:
+    """Run one connector until ``stop`` is set; the HTTP session lives exactly as long."""
+    decoder = AvroDecoder(load_schema(settings.source.schema_file))
+    connector_limit = aiohttp.TCPConnector(limit=settings.http.max_in_flight)
+    async with aiohttp.ClientSession(connector=connector_limit) as session:
+        connector = Connector(settings, decoder=decoder, session=session, token=lambda: token)
+        await connector.run(stop)
+
+
+def _load(config: Path | None) -> Settings:
+    settings = load_settings(config)
+    load_schema(settings.source.schema_file)  # fail at start-up, not on the first record
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.config)
+        token = load_token(settings).get_secret_value()
+    except (ConfigError, SchemaError) as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await run_connector(settings, token, stop)
+
+    log.info("event-sink %s starting: topics %s", __version__, ", ".join(settings.kafka.topics))
+    try:
+        asyncio.run(main())
+    except (InvalidRecordError, SourceError) as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    log.info("stopped cleanly")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.config)
+    except (ConfigError, SchemaError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    effective = settings.redacted()
+    try:
+        load_token(settings)
+        effective["http"]["token"] = "*** (set)"
+    except ConfigError as exc:
+        print(f"warning: {exc} (needed by 'run')", file=sys.stderr)
+    print(yaml.safe_dump(effective, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from connector import sandbox
+
+    faults = sandbox.faults_from_args(args)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(sandbox.serve(args.host, args.port, args.token, faults, path=args.path))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from connector import demo
+
+    return demo.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="event-sink",
+        description="Kafka → event import API sink connector (at-least-once).",
+    )
+    parser.add_argument("--version", action="version", version=f"event-sink {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the connector")
+    run.add_argument("--config", type=Path, help="YAML config file (see config/)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate and print the effective config")
+    check.add_argument("--config", type=Path, help="YAML config file")
+    check.set_defaults(func=cmd_check_config)
+
+    from connector import demo, sandbox
+
+    box = sub.add_parser("sandbox", help="serve the strict local stand-in of the API")
+    sandbox.add_arguments(box)
+    box.set_defaults(func=cmd_sandbox)
+
+    demo_parser = sub.add_parser(
+        "demo", help="local Kafka + sandbox + sample events, end to end, with a summary"
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
