@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from connector.config import ConfigError, Settings, load_settings, load_token
 from connector.source import consumer_config
@@ -116,3 +117,25 @@ def test_consumer_config_keeps_the_guarantee_settings() -> None:
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
     assert conf["auto.offset.reset"] == "earliest"
     assert conf["fetch.min.bytes"] == 1
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_leaf_keys(annotation, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def test_every_key_is_documented_in_the_readme_and_the_example() -> None:
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    example = EXAMPLE.read_text()
+    keys = _leaf_keys(Settings)
+    assert len(keys) >= 20
+    undocumented = [key for key in keys if f"| `{key}` |" not in readme]
+    assert undocumented == []
+    missing = [key for key in keys if f"{key.rsplit('.', 1)[-1]}:" not in example]
+    assert missing == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,7 +32,7 @@ def reads_and_completion_order(draw: st.DrawFn) -> tuple[list[int], list[list[in
         )
     )
     bounds = [0, *cuts, len(offsets)]
-    batches = [offsets[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    batches = [offsets[a:b] for a, b in itertools.pairwise(bounds)]
     order = draw(st.permutations(batches))
     return offsets, list(order)
 
