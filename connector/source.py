@@ -103,7 +103,10 @@ class KafkaSource:
 
     async def consume(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:
         """Up to ``max_messages`` records; per-message errors are logged or raised."""
-        messages = await self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        try:
+            messages = await self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        except KafkaException as exc:  # raised for fatal client errors only
+            raise SourceError(f"consumer failed: {exc}") from None
         records = []
         for message in messages:
             error = message.error()
