@@ -17,11 +17,14 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+from prometheus_client import CollectorRegistry
 
 from connector import __version__, logs
 from connector.app import Connector, InvalidRecordError
 from connector.config import ConfigError, Settings, load_settings, load_token
 from connector.decode import AvroDecoder, SchemaError, load_schema
+from connector.health import HealthServer
+from connector.metrics import Metrics
 from connector.source import SourceError
 
 log = logging.getLogger("connector")
@@ -36,12 +39,23 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def run_connector(settings: Settings, token: str, stop: asyncio.Event) -> None:
-    """Run one connector until ``stop`` is set; the HTTP session lives exactly as long."""
+    """Run one connector until ``stop`` is set, with its metrics and health endpoints.
+
+    The HTTP session and the health server live exactly as long as the connector.
+    """
     decoder = AvroDecoder(load_schema(settings.source.schema_file))
+    metrics = Metrics(CollectorRegistry())
     connector_limit = aiohttp.TCPConnector(limit=settings.http.max_in_flight)
     async with aiohttp.ClientSession(connector=connector_limit) as session:
-        connector = Connector(settings, decoder=decoder, session=session, token=lambda: token)
-        await connector.run(stop)
+        connector = Connector(
+            settings, decoder=decoder, session=session, token=lambda: token, metrics=metrics
+        )
+        health = HealthServer(
+            metrics.registry, connector, host=settings.metrics.host, port=settings.metrics.port
+        )
+        async with health:
+            log.info("metrics and health on port %d", health.port)
+            await connector.run(stop)
 
 
 def _load(config: Path | None) -> Settings:
@@ -57,6 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, SchemaError) as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    redactor = logs.Redactor([token, *settings.secret_values()])
+    logs.configure(
+        args.log_level or settings.log.level, args.log_format or settings.log.format, redactor
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -110,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kafka → event import API sink connector (at-least-once).",
     )
     parser.add_argument("--version", action="version", version=f"event-sink {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="overrides log.level (default INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "plain"],
+        help="overrides log.format (default: json for run, plain for the other commands)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the connector")
@@ -137,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_level)
+    default_format: logs.LogFormat = "json" if args.command == "run" else "plain"
+    logs.configure(args.log_level or "INFO", args.log_format or default_format, logs.Redactor())
     code: int = args.func(args)
     return code
 

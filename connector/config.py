@@ -109,7 +109,13 @@ class HttpSettings(_Section):
 
 
 class MetricsSettings(_Section):
+    host: Annotated[str, Field(min_length=1)] = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 9400
+
+
+class LogSettings(_Section):
+    format: Literal["json", "plain"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
 class ShutdownSettings(_Section):
@@ -122,16 +128,25 @@ class Settings(_Section):
     batch: BatchSettings = BatchSettings()
     http: HttpSettings = HttpSettings()
     metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+
+    def secret_values(self) -> list[str]:
+        """Values in this config that must never be printed (for the log redactor)."""
+        return [str(value) for key, value in self.kafka.properties.items() if _is_secret_key(key)]
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain data, with every secret replaced by ``***``."""
         data = self.model_dump(mode="json")
         props = data["kafka"]["properties"]
         for key in props:
-            if any(marker in key.lower() for marker in _SECRET_MARKERS):
+            if _is_secret_key(key):
                 props[key] = REDACTED
         return data
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(marker in key.lower() for marker in _SECRET_MARKERS)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:

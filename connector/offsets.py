@@ -44,6 +44,10 @@ class OffsetTracker:
         """Records read and not yet resolved, over all partitions."""
         return self._pending
 
+    def pending_by_partition(self) -> dict[TopicPartition, int]:
+        """Records read and not yet resolved, per assigned partition."""
+        return {tp: len(st.read) - len(st.resolved) for tp, st in self._partitions.items()}
+
     def assigned(self) -> list[TopicPartition]:
         return list(self._partitions)
 

@@ -28,6 +28,7 @@ class EncodedEvent:
     offset: int
     epoch: int  # the offset tracker's assignment epoch of the partition when it was read
     body: bytes
+    timestamp_ms: int | None = None  # the Kafka record's timestamp, for end-to-end latency
 
 
 @dataclass(frozen=True, slots=True)

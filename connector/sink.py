@@ -20,6 +20,7 @@ from enum import Enum
 import aiohttp
 
 from connector.batch import render_body
+from connector.metrics import Metrics, status_class
 from connector.records import Batch
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class HttpSink:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._session = session
         self._url = url
@@ -111,9 +113,31 @@ class HttpSink:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._monotonic = monotonic
+        self._metrics = metrics
+        self.auth_failing = False  # the last answer was 401/403/404 and none succeeded since
 
     async def attempt(self, body: bytes) -> Outcome:
         """One POST; transport failures become a RETRY outcome, never an exception."""
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.http_in_flight.inc()
+        started = self._monotonic()
+        try:
+            outcome = await self._post(body)
+        finally:
+            if metrics is not None:
+                metrics.http_in_flight.dec()
+        if metrics is not None:
+            metrics.http_duration.observe(self._monotonic() - started)
+            metrics.http_requests.labels(status_class(outcome.status)).inc()
+            metrics.batches_sent.labels(outcome.verdict.value).inc()
+        if outcome.verdict is Verdict.AUTH:
+            self.auth_failing = True
+        elif outcome.verdict is Verdict.DELIVERED:
+            self.auth_failing = False
+        return outcome
+
+    async def _post(self, body: bytes) -> Outcome:
         headers = {"Content-Type": "application/json", "X-Token": self._token()}
         try:
             async with self._session.post(
@@ -134,6 +158,9 @@ class HttpSink:
         only way out without delivery, and then nothing about the batch is resolved.
         """
         body = render_body(self._public_params, batch)
+        if self._metrics is not None:
+            self._metrics.batch_events.observe(len(batch.events))
+            self._metrics.batch_bytes.observe(len(body))
         started = self._monotonic()
         attempt = 0
         while True:
@@ -142,6 +169,8 @@ class HttpSink:
             if outcome.verdict is Verdict.DELIVERED:
                 return SendResult(attempt, self._monotonic() - started)
             delay = backoff_delay(attempt - 1, self._initial, self._max, self._rng)
+            if self._metrics is not None:
+                self._metrics.http_retries.labels(outcome.reason).inc()
             level = logging.WARNING if outcome.verdict is Verdict.RETRY else logging.ERROR
             log.log(
                 level,

@@ -74,10 +74,14 @@ class KafkaSource:
         self._factory = consumer_factory
         self._consumer: Any = None
         self._reported: set[tuple[int, str]] = set()
+        # Set by the client's "all brokers down" error, cleared by any broker answer.
+        self.brokers_down = False
 
     async def start(self) -> None:
         conf = consumer_config(self._settings)
         conf["error_cb"] = self._on_error
+        # librdkafka's own log lines go through Python logging, so through the redactor.
+        conf["logger"] = logging.getLogger("librdkafka")
         self._consumer = self._factory(conf)
         on_assign, on_revoke, on_lost = self._callbacks
 
@@ -96,6 +100,8 @@ class KafkaSource:
 
     async def _on_error(self, error: KafkaError) -> None:
         # AIOConsumer runs client callbacks as coroutines on the event loop.
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.brokers_down = True
         if error.fatal():
             log.error("fatal Kafka client error: %s", error.str())
         else:
@@ -107,6 +113,8 @@ class KafkaSource:
             messages = await self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
         except KafkaException as exc:  # raised for fatal client errors only
             raise SourceError(f"consumer failed: {exc}") from None
+        if messages:
+            self.brokers_down = False
         records = []
         for message in messages:
             error = message.error()
@@ -147,6 +155,32 @@ class KafkaSource:
             raise CommitError(
                 ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in failed)
             )
+
+    async def committed(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The group's committed positions on the broker (partitions without one omitted)."""
+        request = [KafkaTopicPartition(t, p) for t, p in tps]
+        try:
+            found = await self._consumer.committed(request, timeout=10)
+        except KafkaException as exc:
+            log.warning("could not read committed offsets: %s", exc)
+            return {}
+        self.brokers_down = False
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+    async def watermarks(self, tp: TopicPartition) -> tuple[int, int] | None:
+        """(low, high) offsets of a partition: from the last fetch if known, else asked."""
+        request = KafkaTopicPartition(*tp)
+        try:
+            found = await self._consumer.get_watermark_offsets(request, cached=True)
+            if found is None or found[1] < 0:
+                found = await self._consumer.get_watermark_offsets(request, timeout=2, cached=False)
+                if found is not None:
+                    self.brokers_down = False
+        except KafkaException:
+            return None
+        if found is None or found[1] < 0:
+            return None
+        return int(found[0]), int(found[1])
 
     async def pause(self, tps: Iterable[TopicPartition]) -> None:
         await self._consumer.pause([KafkaTopicPartition(t, p) for t, p in tps])

@@ -128,3 +128,14 @@ def test_offsets_must_increase() -> None:
         tracker.track(TP, 5)
     with pytest.raises(ValueError, match="read after"):
         tracker.track(TP, 3)
+
+
+def test_pending_by_partition() -> None:
+    tracker = OffsetTracker()
+    a, b = ("events", 0), ("events", 1)
+    tracker.assign([a, b])
+    ea = tracker.track(a, 0)
+    tracker.track(a, 1)
+    tracker.track(b, 7)
+    tracker.resolve(a, ea, [1])
+    assert tracker.pending_by_partition() == {a: 1, b: 1}

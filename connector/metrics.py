@@ -1,0 +1,168 @@
+"""Every metric the connector exposes, defined once on an injected registry.
+
+Names carry the ``event_sink_`` prefix and base units. Labels are bounded: topic,
+partition, outcome, reason, stage, code (a status class), kind; never an event key or a
+user id. Series whose labels are known up front are created at zero, so a dashboard sees
+"0" rather than "no data" before the first event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from connector import __version__
+
+OUTCOMES = ("delivered", "retry", "refused", "auth")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+PAUSE_REASONS = ("backpressure", "auth", "throttle")
+REBALANCE_KINDS = ("assign", "revoke", "lost")
+COMMIT_OUTCOMES = ("success", "failure")
+
+# The API takes at most 500 events per request.
+_BATCH_EVENT_BUCKETS = (1, 10, 50, 100, 200, 300, 400, 499, 500)
+_BATCH_BYTE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2e6, 4e6, 8e6)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def status_class(status: int | None) -> str:
+    """``2xx``..``5xx`` for an answer, ``error`` when there was none (timeout, refused)."""
+    if status is None or not 100 <= status <= 599:
+        return "error"
+    return f"{status // 100}xx"
+
+
+class Metrics:
+    """The connector's metrics. One instance per registry; pass it where it is needed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # One `_created` series per counter and histogram doubles the output for a value no
+        # alert or dashboard of ours uses. (The library's switch is process-wide.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry
+        p = "event_sink_"
+        tp = ("topic", "partition")
+        self.records_consumed = Counter(
+            p + "records_consumed", "Records read from Kafka.", tp, registry=registry
+        )
+        self.records_delivered = Counter(
+            p + "records_delivered",
+            "Records whose batch the API accepted (HTTP 200, body code 200).",
+            tp,
+            registry=registry,
+        )
+        self.records_dead_lettered = Counter(
+            p + "records_dead_lettered",
+            "Records written to the dead-letter topic.",
+            ("stage", "reason"),
+            registry=registry,
+        )
+        self.records_failed = Counter(
+            p + "records_failed",
+            "Records that could not be decoded or mapped.",
+            ("stage", "reason"),
+            registry=registry,
+        )
+        self.batches_sent = Counter(
+            p + "batches_sent",
+            "Batch send attempts, by how the API's answer was classified.",
+            ("outcome",),
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            p + "http_requests",
+            "Requests to the import API, by status class (error: no answer).",
+            ("code",),
+            registry=registry,
+        )
+        self.http_retries = Counter(
+            p + "http_retries",
+            "Requests that will be sent again, by reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.http_in_flight = Gauge(
+            p + "http_requests_in_flight", "Requests awaiting an answer.", registry=registry
+        )
+        self.http_duration = Histogram(
+            p + "http_request_duration_seconds",
+            "Time from sending a request to its answer.",
+            buckets=_REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            p + "batch_events", "Events per batch.", buckets=_BATCH_EVENT_BUCKETS, registry=registry
+        )
+        self.batch_bytes = Histogram(
+            p + "batch_bytes",
+            "Request body size per batch.",
+            buckets=_BATCH_BYTE_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            p + "end_to_end_latency_seconds",
+            "From the record's Kafka timestamp to the API's acceptance.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag",
+            "End offset minus committed offset, per assigned partition.",
+            tp,
+            registry=registry,
+        )
+        self.committed_offset = Gauge(
+            p + "committed_offset",
+            "The group's committed offset, per assigned partition.",
+            tp,
+            registry=registry,
+        )
+        self.pending_records = Gauge(
+            p + "pending_records",
+            "Records read and not yet delivered, per assigned partition.",
+            tp,
+            registry=registry,
+        )
+        self.partitions_assigned = Gauge(
+            p + "partitions_assigned", "Partitions assigned to this member.", registry=registry
+        )
+        self.paused = Gauge(
+            p + "paused",
+            "1 while consumption is paused, by reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            p + "rebalances", "Rebalance events, by kind.", ("kind",), registry=registry
+        )
+        self.offset_commits = Counter(
+            p + "offset_commits", "Offset commits, by outcome.", ("outcome",), registry=registry
+        )
+        self.build_info = Gauge(
+            p + "build_info", "Always 1; the version label.", ("version",), registry=registry
+        )
+        self.build_info.labels(__version__).set(1)
+        for outcome in OUTCOMES:
+            self.batches_sent.labels(outcome)
+        for code in STATUS_CLASSES:
+            self.http_requests.labels(code)
+        for reason in PAUSE_REASONS:
+            self.paused.labels(reason).set(0)
+        for kind in REBALANCE_KINDS:
+            self.rebalances.labels(kind)
+        for outcome in COMMIT_OUTCOMES:
+            self.offset_commits.labels(outcome)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a partition's gauges once it is no longer ours (no stale lag)."""
+        for gauge in (self.consumer_lag, self.committed_offset, self.pending_records):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
