@@ -243,6 +243,16 @@ class Connector:
         self.stats.delivered += len(batch.events)
         self.stats.batches += 1
         self.stats.attempts += result.attempts
+        log.log(
+            logging.INFO if result.attempts > 1 else logging.DEBUG,
+            "batch delivered",
+            extra={
+                "batch_id": batch.batch_id,
+                "batch_size": len(batch.events),
+                "attempt": result.attempts,
+                "duration_s": round(result.duration_s, 3),
+            },
+        )
 
     async def _drain(self, timeout_s: float) -> int:
         """Wait for in-flight batches; returns how many were still undelivered."""
