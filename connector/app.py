@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry
 from connector.batch import Batcher, body_overhead
 from connector.config import Settings
 from connector.decode import AvroDecoder, DecodeError
+from connector.dlq import DeadLetterWriter, Failure
 from connector.health import Check
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
-from connector.records import Batch, EncodedEvent, SourceRecord, TopicPartition
-from connector.sink import HttpSink
+from connector.records import UUID_HEADER, Batch, EncodedEvent, SourceRecord, TopicPartition
+from connector.sink import OVERRIDABLE, HttpSink, Outcome
 from connector.source import CommitError, ConsumerFactory, KafkaSource
 from connector.transform import TransformError, encode_event, fallback_uuid, to_event
 
@@ -52,6 +53,19 @@ class InvalidRecordError(Exception):
         self.record = record
         self.stage = stage
         self.kind = kind  # bounded: a metric label
+        self.reason = reason
+
+
+class RefusedByApiError(Exception):
+    """The API refused an event and no dead-letter topic is configured."""
+
+    def __init__(self, event: EncodedEvent, outcome: Outcome) -> None:
+        super().__init__(
+            f"the API refused the event at {event.topic}[{event.partition}]@{event.offset} "
+            f"(HTTP {outcome.status}, body code {outcome.code}, {outcome.reason}) and "
+            "dlq.on_invalid is 'fail': the connector stops here; offsets at and after it "
+            "stay uncommitted"
+        )
 
 
 @dataclass
@@ -60,6 +74,7 @@ class RunStats:
 
     consumed: int = 0
     delivered: int = 0
+    dead_lettered: int = 0
     batches: int = 0
     attempts: int = 0
     commits: int = 0
@@ -90,8 +105,12 @@ class Connector:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        dead_letters: DeadLetterWriter | None = None,
     ) -> None:
+        if settings.dlq.on_invalid == "dlq" and dead_letters is None:
+            raise ValueError("dlq.on_invalid is 'dlq' but no dead-letter writer was given")
         self._settings = settings
+        self._dead_letters = dead_letters if settings.dlq.on_invalid == "dlq" else None
         self._decoder = decoder
         self._clock = clock
         self._wall_clock = wall_clock
@@ -116,6 +135,12 @@ class Connector:
             timeout_s=settings.http.timeout_s,
             initial_backoff_s=settings.http.retry.initial_backoff_ms / 1000,
             max_backoff_s=settings.http.retry.max_backoff_ms / 1000,
+            halt_probe_max_s=settings.http.retry.halt_probe_max_ms / 1000,
+            max_retry_after_s=settings.http.retry.max_retry_after_s,
+            overrides={
+                status: OVERRIDABLE[policy]
+                for status, policy in settings.http.status_overrides.items()
+            },
             rng=rng,
             metrics=self.metrics,
         )
@@ -133,6 +158,7 @@ class Connector:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self._paused: set[TopicPartition] = set()
+        self._over_total_cap = False
         # Committed positions found on the broker at assignment, until we commit our own.
         self._committed_at_assign: dict[TopicPartition, int] = {}
         self._last_turn: float | None = None
@@ -170,9 +196,6 @@ class Connector:
                 if now >= next_progress:
                     self._log_progress()
                     next_progress = now + _PROGRESS_INTERVAL_S
-        except InvalidRecordError as exc:
-            self.metrics.records_failed.labels(exc.stage, exc.kind).inc()
-            raise
         finally:
             await self._shutdown()
 
@@ -189,18 +212,34 @@ class Connector:
         try:
             decoded = self._decoder.decode(record.value)
         except DecodeError as exc:
-            raise InvalidRecordError(record, "decode", "undecodable", str(exc)) from None
+            self._invalid(InvalidRecordError(record, "decode", "undecodable", str(exc)), epoch)
+            return
         try:
-            event = to_event(decoded, fallback_uuid(record.topic, record.partition, record.offset))
+            event = to_event(decoded, _fallback_uuid(record))
             body = encode_event(event)
         except TransformError as exc:
-            raise InvalidRecordError(record, "transform", "unmappable", str(exc)) from None
+            self._invalid(InvalidRecordError(record, "transform", "unmappable", str(exc)), epoch)
+            return
         for batch in self._batcher.add(
             EncodedEvent(
-                record.topic, record.partition, record.offset, epoch, body, record.timestamp_ms
+                record.topic,
+                record.partition,
+                record.offset,
+                epoch,
+                body,
+                record.timestamp_ms,
+                record,
             )
         ):
             self._dispatch(batch)
+
+    def _invalid(self, error: InvalidRecordError, epoch: int) -> None:
+        """A record that cannot become an event: dead-letter it, or stop (on_invalid)."""
+        self.metrics.records_failed.labels(error.stage, error.kind).inc()
+        if self._dead_letters is None:
+            raise error
+        failure = Failure(error.stage, error.kind, error.reason)
+        self._spawn(self._dead_letter(error.record, epoch, failure), "dlq")
 
     def _count_consumed(self, records: list[SourceRecord]) -> None:
         """Per partition, once per consume call: a labelled counter per record costs too much."""
@@ -217,9 +256,20 @@ class Connector:
     # -- sending ---------------------------------------------------------------------
 
     def _dispatch(self, batch: Batch) -> None:
-        task = asyncio.create_task(self._deliver(batch), name=f"batch-{batch.batch_id}")
+        self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run tracked work: shutdown and revoke wait for it; its failure stops the loop."""
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    async def _dead_letter(self, record: SourceRecord, epoch: int, failure: Failure) -> None:
+        assert self._dead_letters is not None  # only called with a writer configured
+        await self._dead_letters.write(record, failure)
+        self.tracker.resolve((record.topic, record.partition), epoch, (record.offset,))
+        self.metrics.records_dead_lettered.labels(failure.stage, failure.error_class).inc()
+        self.stats.dead_lettered += 1
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -229,10 +279,13 @@ class Connector:
     async def _deliver(self, batch: Batch) -> None:
         async with self._slots:
             result = await self._sink.send(batch)
+        refused = {id(event) for event, _ in result.refused}
         now_s = self._wall_clock()
         latency = self.metrics.end_to_end_latency
         by_partition: dict[tuple[str, int, int], list[int]] = {}
         for event in batch.events:
+            if id(event) in refused:
+                continue
             key = (event.topic, event.partition, event.epoch)
             by_partition.setdefault(key, []).append(event.offset)
             if event.timestamp_ms is not None:
@@ -240,12 +293,12 @@ class Connector:
         for (topic, partition, epoch), offsets in by_partition.items():
             self.tracker.resolve((topic, partition), epoch, offsets)
             self.metrics.records_delivered.labels(topic, str(partition)).inc(len(offsets))
-        self.stats.delivered += len(batch.events)
+        self.stats.delivered += len(batch.events) - len(refused)
         self.stats.batches += 1
         self.stats.attempts += result.attempts
         log.log(
             logging.INFO if result.attempts > 1 else logging.DEBUG,
-            "batch delivered",
+            "batch delivered" + (f", {len(refused)} events refused" if refused else ""),
             extra={
                 "batch_id": batch.batch_id,
                 "batch_size": len(batch.events),
@@ -253,6 +306,20 @@ class Connector:
                 "duration_s": round(result.duration_s, 3),
             },
         )
+        # Only now, with everything delivered resolved, deal with what was refused.
+        for event, outcome in result.refused:
+            record = event.record
+            if self._dead_letters is None or record is None:
+                raise RefusedByApiError(event, outcome)
+            failure = Failure(
+                "http",
+                outcome.reason,
+                f"refused by the API after bisection ({outcome.reason})",
+                outcome.status,
+                outcome.code,
+                result.attempts,
+            )
+            self._spawn(self._dead_letter(record, event.epoch, failure), "dlq")
 
     async def _drain(self, timeout_s: float) -> int:
         """Wait for in-flight batches; returns how many were still undelivered."""
@@ -287,22 +354,45 @@ class Connector:
     # -- backpressure and rebalances -----------------------------------------------
 
     async def _apply_backpressure(self) -> None:
-        cap = self._settings.kafka.max_pending_events
+        """Pause what must wait, resume what may go on; keep polling either way.
+
+        A partition waits while its own pending records are at their cap, every partition
+        waits while the total is at its cap or while the API refuses the token; each
+        resumes once its pending count drained to half the cap (no flapping).
+        """
+        kafka = self._settings.kafka
         pending = self.tracker.pending
-        if pending >= cap:
-            to_pause = set(self.tracker.assigned()) - self._paused
-            if to_pause:
-                if not self._paused:
-                    self.stats.pauses += 1
-                    log.info("pausing consumption: %d events pending (cap %d)", pending, cap)
-                await self._source.pause(to_pause)
-                self._paused |= to_pause
-                self.metrics.paused.labels("backpressure").set(1)
-        elif self._paused and pending <= cap * _RESUME_FRACTION:
-            log.info("resuming consumption: %d events pending", pending)
-            await self._source.resume(self._paused)
-            self._paused.clear()
-            self.metrics.paused.labels("backpressure").set(0)
+        if pending >= kafka.max_pending_events:
+            self._over_total_cap = True
+        elif pending <= kafka.max_pending_events * _RESUME_FRACTION:
+            self._over_total_cap = False
+        halted = self._sink.halted
+        assigned = self.tracker.assigned()
+        if halted or self._over_total_cap:
+            wanted = set(assigned)
+        else:
+            cap = kafka.max_pending_per_partition
+            wanted = {
+                tp
+                for tp, count in self.tracker.pending_by_partition().items()
+                if count >= cap or (tp in self._paused and count > cap * _RESUME_FRACTION)
+            }
+        to_pause, to_resume = wanted - self._paused, self._paused - wanted
+        if to_pause:
+            if not self._paused:
+                self.stats.pauses += 1
+                why = "the API refuses the token" if halted else f"{pending} events pending"
+                log.info("pausing consumption of %d partitions: %s", len(to_pause), why)
+            await self._source.pause(to_pause)
+            self._paused |= to_pause
+        if to_resume:
+            await self._source.resume(to_resume)
+            self._paused -= to_resume
+            if not self._paused:
+                log.info("resuming consumption: %d events pending", pending)
+        self.metrics.paused.labels("backpressure").set(1 if self._paused and not halted else 0)
+        self.metrics.paused.labels("auth").set(1 if halted else 0)
+        self.metrics.paused.labels("throttle").set(1 if self._sink.gate.throttled() else 0)
 
     async def _on_assign(self, tps: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _fmt(tps))
@@ -344,8 +434,6 @@ class Connector:
             self.metrics.forget_partition(topic, partition)
         self.metrics.rebalances.labels(kind).inc()
         self.metrics.partitions_assigned.set(len(self.tracker.assigned()))
-        if not self._paused:
-            self.metrics.paused.labels("backpressure").set(0)
 
     # -- gauges and health -----------------------------------------------------------
 
@@ -381,7 +469,9 @@ class Connector:
             return Check(False, "stopping on an error")
         if self._source.brokers_down:
             return Check(False, "Kafka brokers unreachable")
-        if self._sink.auth_failing:
+        if self._dead_letters is not None and self._dead_letters.failing:
+            return Check(False, "the dead-letter topic cannot be written")
+        if self._sink.halted:
             return Check(False, "the API refuses the token or the URL (401/403/404)")
         assigned = len(self.tracker.assigned())
         if assigned:
@@ -422,3 +512,11 @@ class Connector:
 
 def _fmt(tps: list[TopicPartition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "none"
+
+
+def _fallback_uuid(record: SourceRecord) -> str:
+    """The uuid of an event without event_id: from its position, or kept through a replay."""
+    for name, value in record.headers:
+        if name == UUID_HEADER and value:
+            return value.decode("utf-8", "replace")
+    return fallback_uuid(record.topic, record.partition, record.offset)

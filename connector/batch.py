@@ -7,7 +7,7 @@ to share a request goes alone in a batch of its own (never dropped).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from connector.records import Batch, EncodedEvent
 
@@ -17,14 +17,14 @@ def body_overhead(public_params_json: bytes) -> int:
     return len(b'{"publicParams":') + len(public_params_json) + len(b',"data":[]}')
 
 
-def render_body(public_params_json: bytes, batch: Batch) -> bytes:
-    """The request body for a batch, built from the already-encoded events."""
+def render_body(public_params_json: bytes, events: Sequence[EncodedEvent]) -> bytes:
+    """The request body for these events, built from their encoded JSON."""
     return b"".join(
         (
             b'{"publicParams":',
             public_params_json,
             b',"data":[',
-            b",".join(event.body for event in batch.events),
+            b",".join(event.body for event in events),
             b"]}",
         )
     )

@@ -1,7 +1,8 @@
 """Entry points: ``event-sink run | check-config | sandbox | demo`` (and ``python -m connector``).
 
 Exit codes: 0 done (including a clean SIGTERM/SIGINT drain), 1 the connector stopped on
-an error (a record it cannot map, a fatal Kafka error), 2 the configuration is invalid.
+an error (a record it cannot map or the API refused, with ``dlq.on_invalid: fail``; a fatal
+Kafka error; a replay that could not finish), 2 the configuration is invalid.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -20,9 +22,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from connector import __version__, logs
-from connector.app import Connector, InvalidRecordError
-from connector.config import ConfigError, Settings, load_settings, load_token
+from connector.app import Connector, InvalidRecordError, RefusedByApiError
+from connector.config import ConfigError, Settings, TokenSource, load_settings, load_token
 from connector.decode import AvroDecoder, SchemaError, load_schema
+from connector.dlq import DeadLetterWriter
 from connector.health import HealthServer
 from connector.metrics import Metrics
 from connector.source import SourceError
@@ -38,24 +41,38 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-async def run_connector(settings: Settings, token: str, stop: asyncio.Event) -> None:
+async def run_connector(settings: Settings, token: TokenSource, stop: asyncio.Event) -> None:
     """Run one connector until ``stop`` is set, with its metrics and health endpoints.
 
-    The HTTP session and the health server live exactly as long as the connector.
+    The HTTP session, the dead-letter producer and the health server live exactly as long
+    as the connector.
     """
     decoder = AvroDecoder(load_schema(settings.source.schema_file))
     metrics = Metrics(CollectorRegistry())
+    dead_letters = None
+    if settings.dlq.topic is not None:
+        dead_letters = DeadLetterWriter(settings.kafka, settings.dlq.topic)
+        dead_letters.start()
     connector_limit = aiohttp.TCPConnector(limit=settings.http.max_in_flight)
-    async with aiohttp.ClientSession(connector=connector_limit) as session:
-        connector = Connector(
-            settings, decoder=decoder, session=session, token=lambda: token, metrics=metrics
-        )
-        health = HealthServer(
-            metrics.registry, connector, host=settings.metrics.host, port=settings.metrics.port
-        )
-        async with health:
-            log.info("metrics and health on port %d", health.port)
-            await connector.run(stop)
+    try:
+        async with aiohttp.ClientSession(connector=connector_limit) as session:
+            connector = Connector(
+                settings,
+                decoder=decoder,
+                session=session,
+                token=token,
+                metrics=metrics,
+                dead_letters=dead_letters,
+            )
+            health = HealthServer(
+                metrics.registry, connector, host=settings.metrics.host, port=settings.metrics.port
+            )
+            async with health:
+                log.info("metrics and health on port %d", health.port)
+                await connector.run(stop)
+    finally:
+        if dead_letters is not None:
+            await dead_letters.close()
 
 
 def _load(config: Path | None) -> Settings:
@@ -67,11 +84,11 @@ def _load(config: Path | None) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = _load(args.config)
-        token = load_token(settings).get_secret_value()
+        redactor = logs.Redactor(settings.secret_values())
+        token = TokenSource(settings, on_token=redactor.add)
     except (ConfigError, SchemaError) as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    redactor = logs.Redactor([token, *settings.secret_values()])
     logs.configure(
         args.log_level or settings.log.level, args.log_format or settings.log.format, redactor
     )
@@ -84,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("event-sink %s starting: topics %s", __version__, ", ".join(settings.kafka.topics))
     try:
         asyncio.run(main())
-    except (InvalidRecordError, SourceError) as exc:
+    except (InvalidRecordError, RefusedByApiError, SourceError) as exc:
         log.error("%s", exc)
         return EXIT_FAILED
     log.info("stopped cleanly")
@@ -104,6 +121,47 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"warning: {exc} (needed by 'run')", file=sys.stderr)
     print(yaml.safe_dump(effective, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _time_ms(text: str) -> int:
+    """Epoch milliseconds, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither epoch milliseconds nor an ISO 8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def cmd_replay_dlq(args: argparse.Namespace) -> int:
+    from connector.replay import ReplayFilter, replay
+
+    try:
+        settings = _load(args.config)
+    except (ConfigError, SchemaError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if settings.dlq.topic is None:
+        print("error: dlq.topic is not set: there is no dead-letter topic", file=sys.stderr)
+        return EXIT_CONFIG
+    keep = ReplayFilter(args.since, args.until, frozenset(args.stage or ()))
+    try:
+        summary = replay(settings, keep, to_topic=args.to_topic, dry_run=args.dry_run)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    verb = "would replay" if args.dry_run else "replayed"
+    targets = ", ".join(f"{topic}: {n}" for topic, n in sorted(summary.by_topic.items()))
+    print(
+        f"read {summary.read} dead letters from {settings.dlq.topic}; {verb} "
+        f"{summary.replayed} ({targets or 'none'}); skipped {summary.skipped}"
+    )
     return EXIT_OK
 
 
@@ -147,6 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate and print the effective config")
     check.add_argument("--config", type=Path, help="YAML config file")
     check.set_defaults(func=cmd_check_config)
+
+    replay_parser = sub.add_parser(
+        "replay-dlq", help="re-inject dead letters into their source topic, keeping uuids"
+    )
+    replay_parser.add_argument("--config", type=Path, help="YAML config file (names dlq.topic)")
+    replay_parser.add_argument(
+        "--since", type=_time_ms, help="dead-lettered at or after (epoch ms or ISO 8601)"
+    )
+    replay_parser.add_argument("--until", type=_time_ms, help="dead-lettered before")
+    replay_parser.add_argument(
+        "--stage",
+        action="append",
+        choices=["decode", "transform", "http"],
+        help="only this stage (repeatable)",
+    )
+    replay_parser.add_argument("--to-topic", help="write here instead of the original topic")
+    replay_parser.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed, write nothing"
+    )
+    replay_parser.set_defaults(func=cmd_replay_dlq)
 
     from connector import demo, sandbox
 

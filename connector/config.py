@@ -8,8 +8,9 @@ file named by ``http.token_file``. Unknown keys and bad values fail with the key
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 ENV_PREFIX = "EVENT_SINK__"
@@ -54,6 +56,7 @@ class _Section(BaseModel):
 
 
 KafkaPropertyValue = StrictStr | StrictInt | StrictFloat | StrictBool
+StatusPolicy = Literal["retry", "refuse", "halt"]
 
 
 class KafkaSettings(_Section):
@@ -66,6 +69,7 @@ class KafkaSettings(_Section):
     commit_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 5000
     consume_max_messages: Annotated[int, Field(ge=1, le=100_000)] = 1000
     max_pending_events: Annotated[int, Field(ge=1)] = 20_000
+    max_pending_per_partition: Annotated[int, Field(ge=1)] = 5_000
 
     @field_validator("properties")
     @classmethod
@@ -93,6 +97,8 @@ class BatchSettings(_Section):
 class RetrySettings(_Section):
     initial_backoff_ms: Annotated[int, Field(ge=1)] = 200
     max_backoff_ms: Annotated[int, Field(ge=1)] = 30_000
+    halt_probe_max_ms: Annotated[int, Field(ge=1000)] = 60_000
+    max_retry_after_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
 
 
 class HttpSettings(_Section):
@@ -106,6 +112,21 @@ class HttpSettings(_Section):
     )
     token_file: Path | None = None
     retry: RetrySettings = RetrySettings()
+    status_overrides: dict[Annotated[int, Field(ge=100, le=599)], StatusPolicy] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("status_overrides")
+    @classmethod
+    def _keep_success_success(cls, value: dict[int, StatusPolicy]) -> dict[int, StatusPolicy]:
+        if 200 in value:
+            raise ValueError("200 cannot be overridden: it is the contract's success")
+        return value
+
+
+class DlqSettings(_Section):
+    topic: Annotated[str, Field(min_length=1)] | None = None
+    on_invalid: Literal["fail", "dlq"] = "fail"
 
 
 class MetricsSettings(_Section):
@@ -127,9 +148,18 @@ class Settings(_Section):
     source: SourceSettings = SourceSettings()
     batch: BatchSettings = BatchSettings()
     http: HttpSettings = HttpSettings()
+    dlq: DlqSettings = DlqSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+
+    @model_validator(mode="after")
+    def _dlq_needs_a_topic(self) -> Settings:
+        if self.dlq.on_invalid == "dlq" and self.dlq.topic is None:
+            raise ValueError("dlq.on_invalid is 'dlq' but dlq.topic is not set")
+        if self.dlq.topic is not None and self.dlq.topic in self.kafka.topics:
+            raise ValueError("dlq.topic must not be one of kafka.topics")
+        return self
 
     def secret_values(self) -> list[str]:
         """Values in this config that must never be printed (for the log redactor)."""
@@ -245,3 +275,52 @@ def load_token(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     if not token:
         raise ConfigError(f"no API token: set {TOKEN_ENV} or http.token_file")
     return SecretStr(token)
+
+
+class TokenSource:
+    """The token for each request: ``http.token_file`` re-read when it changes (rotation
+    without a restart), else ``EVENT_SINK_TOKEN``. A file that turns unreadable or empty
+    keeps the last good token and says so once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        environ: Mapping[str, str] | None = None,
+        on_token: Callable[[str], None] = lambda _token: None,
+    ) -> None:
+        self._file = settings.http.token_file
+        self._on_token = on_token  # e.g. the log redactor learns every token it may see
+        self._token = load_token(settings, environ).get_secret_value()
+        on_token(self._token)
+        self._stamp = self._file_stamp()
+        self._complained = False
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self._file is None:
+            return None
+        try:
+            stat = self._file.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def __call__(self) -> str:
+        if self._file is not None:
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    token = self._file.read_text(encoding="utf-8").strip()
+                except OSError:
+                    token = ""
+                if token:
+                    self._on_token(token)
+                    self._token = token
+                    self._complained = False
+                elif not self._complained:
+                    self._complained = True
+                    logging.getLogger(__name__).error(
+                        "http.token_file %s is unreadable or empty; keeping the last token",
+                        self._file,
+                    )
+        return self._token

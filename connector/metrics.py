@@ -20,7 +20,7 @@ from prometheus_client import (
 
 from connector import __version__
 
-OUTCOMES = ("delivered", "retry", "refused", "auth")
+OUTCOMES = ("delivered", "retry", "refused", "too_large", "auth")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 PAUSE_REASONS = ("backpressure", "auth", "throttle")
 REBALANCE_KINDS = ("assign", "revoke", "lost")

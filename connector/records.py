@@ -17,6 +17,12 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+# Set by `event-sink replay-dlq` on a re-injected record whose uuid was derived from its
+# original position, so the replayed event keeps that uuid.
+UUID_HEADER = "event-sink.uuid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,7 @@ class EncodedEvent:
     epoch: int  # the offset tracker's assignment epoch of the partition when it was read
     body: bytes
     timestamp_ms: int | None = None  # the Kafka record's timestamp, for end-to-end latency
+    record: SourceRecord | None = None  # the original message, for the dead-letter topic
 
 
 @dataclass(frozen=True, slots=True)

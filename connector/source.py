@@ -130,6 +130,7 @@ class KafkaSource:
                     message.key(),
                     message.value(),
                     timestamp if timestamp_type else None,
+                    tuple(message.headers() or ()),
                 )
             )
         return records

@@ -66,7 +66,7 @@ def test_size_is_the_exact_request_body_size() -> None:
     b = batcher(FakeClock(), max_events=4)
     closed = [batch for i in range(4) for batch in b.add(event(i, size=i * 7))]
     [batch] = closed
-    body = render_body(PUBLIC, batch)
+    body = render_body(PUBLIC, batch.events)
     assert batch.size_bytes == len(body)
     parsed = json.loads(body)
     assert parsed["publicParams"] == {"isMatching": 1, "matchingType": 1}
@@ -100,6 +100,6 @@ def test_batches_keep_every_event_in_order_within_limits(
     assert offsets == list(range(len(sizes)))
     for batch in batches:
         assert 1 <= len(batch.events) <= max_events
-        assert batch.size_bytes == len(render_body(PUBLIC, batch))
+        assert batch.size_bytes == len(render_body(PUBLIC, batch.events))
         assert batch.size_bytes <= max_bytes or len(batch.events) == 1
     assert len({batch.batch_id for batch in batches}) == len(batches)

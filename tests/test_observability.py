@@ -233,7 +233,7 @@ async def test_logs_carry_neither_the_token_nor_personal_values(
     lines = output.splitlines()
     assert len(lines) > 5
     assert all(json.loads(line)["level"] for line in lines)  # every line is one JSON object
-    assert "batch not delivered" in output
+    assert "request not delivered" in output
     assert "is_wechat_ecosystem: required when mpid is set" in output
     for secret in (TOKEN, PHONE, OPENID):
         assert secret not in output

@@ -1,0 +1,184 @@
+"""The dead-letter topic: records that cannot be delivered as data, with why, in headers.
+
+A record written here keeps its original key and value bytes. Its offset counts as done
+only once the broker acknowledged the write (idempotent producer, ``acks=all``); a write
+that fails is retried, forever, with backoff: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from connector.config import KafkaSettings
+from connector.records import SourceRecord
+
+log = logging.getLogger(__name__)
+
+HEADER_PREFIX = "event-sink."
+# Header names, also read back by `event-sink replay-dlq`.
+H_TOPIC = HEADER_PREFIX + "original.topic"
+H_PARTITION = HEADER_PREFIX + "original.partition"
+H_OFFSET = HEADER_PREFIX + "original.offset"
+H_TIMESTAMP = HEADER_PREFIX + "original.timestamp"
+H_STAGE = HEADER_PREFIX + "stage"
+H_ERROR_CLASS = HEADER_PREFIX + "error.class"
+H_ERROR_MESSAGE = HEADER_PREFIX + "error.message"
+H_HTTP_STATUS = HEADER_PREFIX + "http.status"
+H_HTTP_CODE = HEADER_PREFIX + "http.body_code"
+H_ATTEMPTS = HEADER_PREFIX + "attempts"
+
+_MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a record is dead-lettered. ``message`` names fields, never their values."""
+
+    stage: str  # decode | transform | http
+    error_class: str
+    message: str
+    status: int | None = None
+    body_code: str | None = None
+    attempts: int = 0
+
+
+def dead_letter_headers(
+    record: SourceRecord, failure: Failure
+) -> list[tuple[str, str | bytes | None]]:
+    """The record's own headers, then ours (pure; tested on its own)."""
+    headers: list[tuple[str, str | bytes | None]] = list(record.headers)
+    ours: list[tuple[str, object]] = [
+        (H_TOPIC, record.topic),
+        (H_PARTITION, record.partition),
+        (H_OFFSET, record.offset),
+        (H_TIMESTAMP, record.timestamp_ms if record.timestamp_ms is not None else ""),
+        (H_STAGE, failure.stage),
+        (H_ERROR_CLASS, failure.error_class),
+        (H_ERROR_MESSAGE, failure.message[:_MESSAGE_LIMIT]),
+        (H_ATTEMPTS, failure.attempts),
+    ]
+    if failure.status is not None:
+        ours.append((H_HTTP_STATUS, failure.status))
+    if failure.body_code is not None:
+        ours.append((H_HTTP_CODE, failure.body_code))
+    headers.extend((name, str(value).encode()) for name, value in ours)
+    return headers
+
+
+def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """Producer settings: the same brokers and security settings as the consumer, the
+    guarantee's settings last so nothing overrides them."""
+    conf: dict[str, Any] = dict(kafka.properties)
+    conf.update(
+        {"bootstrap.servers": kafka.bootstrap_servers, "enable.idempotence": True, "acks": "all"}
+    )
+    return conf
+
+
+class DeadLetterWriter:
+    """Writes to the DLQ topic and returns once the broker acknowledged.
+
+    A background thread serves the producer's delivery reports; ``write`` awaits its own.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.topic = topic
+        self._conf = producer_config(kafka)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._initial = initial_backoff_s
+        self._max = max_backoff_s
+        self._producer: Producer | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failing = False  # the last write attempt failed
+
+    def start(self) -> None:
+        self._conf["logger"] = logging.getLogger("librdkafka.dlq")
+        self._producer = Producer(self._conf)
+        self._thread = threading.Thread(target=self._serve, name="dlq-delivery", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        producer = self._producer
+        assert producer is not None  # start() sets it before the thread runs
+        while not self._stopping.is_set():
+            producer.poll(0.1)
+
+    async def write(self, record: SourceRecord, failure: Failure) -> int:
+        """Write one dead letter; returns the number of attempts it took."""
+        if self._producer is None:
+            raise RuntimeError("DeadLetterWriter.start() was not called")
+        loop = asyncio.get_running_loop()
+        headers = dead_letter_headers(record, failure)
+        attempt = 0
+        while True:
+            attempt += 1
+            done: asyncio.Future[KafkaError | None] = loop.create_future()
+
+            def report(error: KafkaError | None, _message: Message, done: Any = done) -> None:
+                loop.call_soon_threadsafe(_settle, done, error)
+
+            try:
+                self._producer.produce(
+                    self.topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=headers,
+                    on_delivery=report,
+                )
+                error = await done
+            except BufferError:
+                error = KafkaError(KafkaError._QUEUE_FULL)  # local queue full: wait, again
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else KafkaError(KafkaError._FAIL)
+            if error is None:
+                self.failing = False
+                return attempt
+            self.failing = True
+            delay = min(self._max, self._initial * 2 ** min(attempt, 20))
+            delay = self._rng.uniform(delay / 2, delay)
+            log.error(
+                "dead-letter write to %s failed (%s); retrying in %.1fs, nothing is skipped",
+                self.topic,
+                error.str() if isinstance(error, KafkaError) else error,
+                delay,
+                extra={"topic": record.topic, "partition": record.partition,
+                       "offset": record.offset, "attempt": attempt},
+            )  # fmt: skip
+            await self._sleep(delay)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if self._producer is None:
+            return
+        producer, self._producer = self._producer, None
+        remaining = await asyncio.get_running_loop().run_in_executor(
+            None, producer.flush, timeout_s
+        )
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        if remaining:
+            log.warning("%d dead letters unacknowledged at close", remaining)
+
+
+def _settle(done: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
+    if not done.done():
+        done.set_result(error)
