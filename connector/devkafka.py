@@ -322,6 +322,10 @@ class LocalKafka:
     requests and its group coordinator is up; leaving stops that JVM (SIGTERM, then SIGKILL
     after ``stop_timeout``) and removes the directory. A broker that does not come up within
     ``startup_timeout`` raises RuntimeError with the tail of its log.
+
+    Inside the ``with``, :meth:`stop_broker` and :meth:`start_broker` take the broker down and
+    bring the same one back (same ports, same storage: topics, messages and committed offsets
+    survive), for tests of a broker outage. ``bootstrap_servers`` stays valid while it is down.
     """
 
     def __init__(
@@ -344,6 +348,10 @@ class LocalKafka:
         self._process: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._log: Path | None = None
+        # What start_broker() needs to launch the same broker again.
+        self._resolved_libs: Path | None = None
+        self._run_dir: Path | None = None
+        self._config: Path | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -363,6 +371,68 @@ class LocalKafka:
         """Create ``name`` and wait until every partition has a leader."""
         create_topic(self.bootstrap_servers, name, partitions, replication)
 
+    @property
+    def broker_running(self) -> bool:
+        """True while the broker's JVM runs (False after :meth:`stop_broker`)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker JVM's process id, None while stopped."""
+        return self._process.pid if self.broker_running and self._process is not None else None
+
+    def stop_broker(self, *, kill: bool = False) -> None:
+        """Stop the broker's JVM and keep its storage and ports, for :meth:`start_broker`.
+
+        By default a controlled shutdown (SIGTERM; SIGKILL after ``stop_timeout``), as a
+        rolling restart does; ``kill=True`` sends SIGKILL at once, as a crash would. Returns
+        once the process is gone. Stopping a stopped broker does nothing.
+        """
+        self._require_started()
+        process = self._process
+        if process is None:
+            return
+        if kill:
+            self._process = None
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        else:
+            self._terminate()
+
+    def start_broker(self) -> None:
+        """Start the broker stopped by :meth:`stop_broker` again: same ports, same storage.
+
+        Waits, like entering does, until it answers metadata requests and its group
+        coordinator is up; raises RuntimeError with its log's tail if it does not within
+        ``startup_timeout``, or if another process took one of its ports meanwhile.
+        Call it from a thread that lives as long as the broker should (the main thread,
+        not a short-lived worker): the JVM gets SIGTERM when the starting thread exits.
+        """
+        self._require_started()
+        if self.broker_running:
+            raise RuntimeError("the broker is already running")
+        assert self._resolved_libs is not None
+        assert self._run_dir is not None
+        assert self._config is not None
+        deadline = time.monotonic() + self._startup_timeout
+        self._launch(self._resolved_libs, self._run_dir, self._config, append=True)
+        try:
+            self._wait_ready(deadline)
+        except _PortTaken:
+            self._terminate()
+            raise RuntimeError(
+                f"Kafka could not restart: another process took port {self._port} or its "
+                f"controller port while the broker was stopped\n{self._log_tail()}"
+            ) from None
+        except BaseException:
+            self._terminate()
+            raise
+
+    def _require_started(self) -> None:
+        if self._tmp is None or self._config is None:
+            raise RuntimeError("LocalKafka is not running; use it as a context manager")
+
     def __enter__(self) -> Self:
         require_tools("java")
         libs = self._libs if self._libs is not None else kafka_libs(self._version)
@@ -372,6 +442,7 @@ class LocalKafka:
         except BaseException:
             self._stop()
             raise
+        self._resolved_libs = libs
         return self
 
     def __exit__(
@@ -397,9 +468,11 @@ class LocalKafka:
             self._launch(libs, run_dir, config)
             try:
                 self._wait_ready(deadline)
-                return
             except _PortTaken:
                 self._terminate()
+                continue
+            self._run_dir, self._config = run_dir, config
+            return
         raise RuntimeError(f"Kafka could not bind free loopback ports\n{self._log_tail()}")
 
     def _java(self, libs: Path, run_dir: Path, main: str, *args: str) -> list[str]:
@@ -486,10 +559,14 @@ class LocalKafka:
                 f"{_tail(result.stdout, _LOG_TAIL_LINES)}"
             )
 
-    def _launch(self, libs: Path, run_dir: Path, config: Path) -> None:
+    def _launch(self, libs: Path, run_dir: Path, config: Path, *, append: bool = False) -> None:
         log = run_dir / "server.log"
         self._log = log
-        with log.open("wb") as out:  # the child keeps its own descriptor
+        # A restart appends, so the log tells the whole story of an outage test.
+        with log.open("ab" if append else "wb") as out:  # the child keeps its own descriptor
+            if append:
+                out.write(b"\n----- event-sink devkafka: broker restarted -----\n")
+                out.flush()
             self._process = subprocess.Popen(
                 self._java(libs, run_dir, "kafka.Kafka", str(config)),
                 stdin=subprocess.DEVNULL,
@@ -563,6 +640,7 @@ class LocalKafka:
             self._terminate()
         finally:
             self._port = None
+            self._run_dir = self._config = self._resolved_libs = None
             tmp, self._tmp = self._tmp, None
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)

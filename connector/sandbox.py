@@ -29,22 +29,44 @@ check answers and nothing of the request is recorded:
      the deprecated identity ``appid``) is rejected; an explicit ``null`` for an optional field
      is rejected (absent fields must be omitted), except as an ``eventargs`` value.
 
+5. refusal (:attr:`Faults.refuse_event_keys`): a valid request holding an event whose
+   ``eventKey`` is listed is refused whole, like the real API refusing data: 400 with ``msg``
+   ``data[i].eventKey: refused by the sandbox`` (``i`` the first such event), or HTTP 200 with
+   body code ``"400"`` when :attr:`Faults.refuse_with_200` is set.
+
 A request that passes is answered 200 ``{"code":"200","errorCode":"SUCCESS","msg":"ok"}`` and
 its events are recorded. Every answer of the import path uses the vendor body shape
-``{"code": str, "errorCode": str, "msg": str}``.
+``{"code": str, "errorCode": str, "msg": str}``; a scripted step or a random fault may add a
+``Retry-After`` header (sent verbatim).
+
+``latency_ms`` delays the answer *after* the request was decided and recorded: a client that
+times out or disconnects during the delay has in fact been accepted, and sends the batch again
+(the realistic source of at-least-once duplicates). Such a client leaves no error in the log.
+A very large latency (e.g. 600000, set at runtime through ``POST /faults``) is a hung endpoint.
 
 Control endpoints (no token; loopback use only): ``GET /stats``, ``GET /events``,
-``POST /reset`` (clears stats and events, keeps the fault settings), ``GET /faults`` and
-``POST /faults`` (replaces the fault settings; the script restarts from its first entry).
+``GET /uuids`` (accepted uuids, unique, sorted; kept even when events are not),
+``GET /requests[?since=EPOCH_S]`` (the last 100,000 requests of the import path:
+``{"t": arrival time.time(), "status", "code", "events", "retry_after"}``), ``POST /reset``
+(clears stats, events, uuids and the request log, keeps the fault settings), ``GET /faults``
+and ``POST /faults`` (replaces the fault settings; the script restarts from its first entry).
+
+``python -m connector.sandbox`` takes the flags of ``event-sink sandbox`` plus
+``--no-keep-events`` (count and keep uuids only, for long runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import signal
+import sys
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
@@ -56,6 +78,7 @@ from aiohttp import web
 __all__ = [
     "DEFAULT_PATH",
     "MAX_EVENTS_PER_REQUEST",
+    "REQUEST_LOG_SIZE",
     "STATE_KEY",
     "ContractError",
     "Faults",
@@ -66,6 +89,7 @@ __all__ = [
     "add_arguments",
     "build_app",
     "faults_from_args",
+    "main",
     "parse_script",
     "serve",
     "validate_request",
@@ -75,6 +99,7 @@ log = logging.getLogger("connector.sandbox")
 
 DEFAULT_PATH = "/v1/events/import"
 MAX_EVENTS_PER_REQUEST = 500
+REQUEST_LOG_SIZE = 100_000  # entries kept by GET /requests (the newest)
 # The vendor names no body limit; aiohttp's 1 MiB default could reject a legal 500-event batch
 # with large eventargs, so the sandbox must not be the one to impose a limit.
 _CLIENT_MAX_SIZE = 64 * 1024 * 1024
@@ -286,15 +311,19 @@ class ScriptStep:
 
     ``ScriptStep(200)`` means "go on to normal handling"; ``ScriptStep(200, "500")`` answers
     HTTP 200 with body code "500", which the contract says is *not* a delivery.
+    ``retry_after``, when set, is sent verbatim as the ``Retry-After`` header of this answer
+    (whatever the answer is, normal handling included), e.g. ``ScriptStep(429, retry_after="2")``.
     """
 
     status: int
     code: str | None = None
+    retry_after: str | None = None
 
     def __post_init__(self) -> None:
         _check_status(self.status, "script status")
         if self.code is not None and (type(self.code) is not str or not self.code):
             raise ValueError("script code must be a non-empty string")
+        _check_retry_after(self.retry_after, "script retry_after")
 
     @property
     def passes(self) -> bool:
@@ -302,12 +331,30 @@ class ScriptStep:
         return self.status == 200 and self.code in (None, "200")
 
     def to_json(self) -> int | dict[str, Any]:
-        return self.status if self.code is None else {"status": self.status, "code": self.code}
+        if self.code is None and self.retry_after is None:
+            return self.status
+        out: dict[str, Any] = {"status": self.status}
+        if self.code is not None:
+            out["code"] = self.code
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
 
 
 def _check_status(status: object, what: str) -> None:
     if type(status) is not int or not 100 <= status <= 599:
         raise ValueError(f"{what} must be an HTTP status 100..599, got {status!r}")
+
+
+def _check_retry_after(value: object, what: str) -> None:
+    # Sent verbatim, so junk values (to test the client) are allowed; only what cannot be a
+    # header value at all is refused.
+    if value is None:
+        return
+    if type(value) is not str or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError(f"{what} must not hold control characters")
 
 
 def _as_step(item: int | ScriptStep) -> ScriptStep:
@@ -325,12 +372,20 @@ class Faults:
     ``random.Random``, only when the rate is above 0). ``latency_ms`` delays every answer of
     the import path, faults and rejections included. Frozen so that changing faults always goes
     through :attr:`SandboxState.faults`, which restarts the script.
+
+    ``retry_after`` is the ``Retry-After`` header of random faults (scripted steps carry their
+    own). ``refuse_event_keys``: a request that passed validation but holds an event whose
+    ``eventKey`` is listed is refused whole (nothing recorded): 400, or HTTP 200 with body
+    code "400" when ``refuse_with_200`` is set (the API refusing data inside a 200).
     """
 
     failure_rate: float = 0.0
     failure_status: int = 503
     latency_ms: float = 0.0
     script: Sequence[int | ScriptStep] = ()
+    retry_after: str | None = None
+    refuse_event_keys: Sequence[str] = ()
+    refuse_with_200: bool = False
 
     def __post_init__(self) -> None:
         rate = self.failure_rate
@@ -345,6 +400,14 @@ class Faults:
         object.__setattr__(self, "failure_rate", float(rate))
         object.__setattr__(self, "latency_ms", float(latency))
         object.__setattr__(self, "script", tuple(_as_step(item) for item in self.script))
+        _check_retry_after(self.retry_after, "retry_after")
+        keys = self.refuse_event_keys
+        # A bare string would be taken letter by letter.
+        if isinstance(keys, str | bytes) or not all(type(k) is str and k for k in keys):
+            raise ValueError(f"refuse_event_keys must be a list of non-empty strings, got {keys!r}")
+        object.__setattr__(self, "refuse_event_keys", tuple(keys))
+        if type(self.refuse_with_200) is not bool:
+            raise ValueError(f"refuse_with_200 must be a bool, got {self.refuse_with_200!r}")
 
     @property
     def steps(self) -> tuple[ScriptStep, ...]:
@@ -356,6 +419,9 @@ class Faults:
             "failure_status": self.failure_status,
             "latency_ms": self.latency_ms,
             "script": [step.to_json() for step in self.steps],
+            "retry_after": self.retry_after,
+            "refuse_event_keys": list(self.refuse_event_keys),
+            "refuse_with_200": self.refuse_with_200,
         }
 
     @classmethod
@@ -363,7 +429,7 @@ class Faults:
         """Build from the ``POST /faults`` body; absent keys take their defaults."""
         if type(obj) is not dict:
             raise ValueError("faults must be a JSON object")
-        unknown = obj.keys() - {"failure_rate", "failure_status", "latency_ms", "script"}
+        unknown = obj.keys() - _FAULT_KEYS
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         kwargs: dict[str, Any] = {k: v for k, v in obj.items() if k != "script"}
@@ -371,27 +437,51 @@ class Faults:
         if type(script) is not list:
             raise ValueError("script must be an array")
         kwargs["script"] = [_step_from_json(item) for item in script]
+        if type(kwargs.get("refuse_event_keys", [])) is not list:
+            raise ValueError("refuse_event_keys must be an array of strings")
         return cls(**kwargs)
+
+
+_FAULT_KEYS = frozenset(
+    {
+        "failure_rate",
+        "failure_status",
+        "latency_ms",
+        "script",
+        "retry_after",
+        "refuse_event_keys",
+        "refuse_with_200",
+    }
+)
+_STEP_KEYS = frozenset({"status", "code", "retry_after"})
 
 
 def _step_from_json(item: object) -> ScriptStep:
     if type(item) is int:
         return ScriptStep(item)
-    if type(item) is dict and "status" in item and item.keys() <= {"status", "code"}:
-        return ScriptStep(item["status"], item.get("code"))
-    raise ValueError(f'script entries are statuses or {{"status": int, "code": str}}, got {item!r}')
+    if type(item) is dict and "status" in item and item.keys() <= _STEP_KEYS:
+        return ScriptStep(item["status"], item.get("code"), item.get("retry_after"))
+    raise ValueError(
+        'script entries are statuses or {"status": int, "code": str, "retry_after": str}, '
+        f"got {item!r}"
+    )
 
 
 def parse_script(text: str) -> list[ScriptStep]:
-    """Parse the CLI form ``503,503,200:500,200`` (``STATUS[:BODY_CODE]``, comma-separated)."""
+    """Parse the CLI form ``503,429@2,200:500,200`` (comma-separated
+    ``STATUS[:BODY_CODE][@RETRY_AFTER]``; a Retry-After value here cannot hold a comma, so
+    HTTP-dates need the JSON form of ``POST /faults``)."""
     steps: list[ScriptStep] = []
     for raw in text.split(","):
         part = raw.strip()
         if not part:
             continue
-        status, sep, code = part.partition(":")
+        head, at, retry_after = part.partition("@")
+        status, sep, code = head.partition(":")
         try:
-            steps.append(ScriptStep(int(status), code if sep else None))
+            steps.append(
+                ScriptStep(int(status), code if sep else None, retry_after if at else None)
+            )
         except ValueError as exc:
             raise ValueError(f"bad script entry {part!r}: {exc}") from None
     return steps
@@ -412,6 +502,7 @@ class SandboxStats:
     rejects: int = 0  # 400 answers
     unauthorized: int = 0  # 401 answers
     faults: int = 0  # injected fault answers
+    refused: int = 0  # valid requests refused for Faults.refuse_event_keys (400 or 200/"400")
     max_batch: int = 0  # largest accepted batch
 
 
@@ -419,6 +510,8 @@ class SandboxStats:
 class _Answer:
     status: int
     body: dict[str, str]
+    retry_after: str | None = None
+    events: int = 0  # entries in the body's `data`, for the request log
 
 
 def _vendor_body(code: str, msg: str) -> dict[str, str]:
@@ -443,12 +536,14 @@ class SandboxState:
         rng: random.Random | None = None,
         *,
         keep_events: bool = True,
+        request_log_size: int = REQUEST_LOG_SIZE,
     ) -> None:
         self.rng = rng if rng is not None else random.Random()
         self.keep_events = keep_events
         self.stats = SandboxStats()
         self._events: list[Event] = []
         self._uuids: set[str] = set()
+        self._requests: deque[dict[str, Any]] = deque(maxlen=request_log_size)
         self._faults = Faults()
         self._script: list[ScriptStep] = []
         self._script_pos = 0
@@ -478,6 +573,13 @@ class SandboxState:
     def seen_uuids(self) -> frozenset[str]:
         return frozenset(self._uuids)
 
+    def requests_log(self, since: float | None = None) -> list[dict[str, Any]]:
+        """The newest :data:`REQUEST_LOG_SIZE` requests of the import path, oldest first;
+        ``since`` keeps those that arrived at or after that ``time.time()``."""
+        if since is None:
+            return [dict(entry) for entry in self._requests]
+        return [dict(entry) for entry in self._requests if entry["t"] >= since]
+
     def stats_json(self) -> dict[str, int]:
         return asdict(self.stats)
 
@@ -486,23 +588,36 @@ class SandboxState:
         self.stats = SandboxStats()
         self._events = []
         self._uuids = set()
+        self._requests.clear()
 
-    def _next_fault(self) -> _Answer | None:
-        """Consume this request's fault decision; None means normal handling."""
+    def _next_fault(self) -> tuple[_Answer | None, str | None]:
+        """Consume this request's fault decision: (the fault's answer, or None for normal
+        handling; the Retry-After a passing scripted step puts on the normal answer)."""
         if self._script_pos < len(self._script):
             step = self._script[self._script_pos]
             self._script_pos += 1
             if step.passes:
-                return None
-            return _Answer(
-                step.status, _vendor_body(step.code or str(step.status), "injected fault")
-            )
+                return None, step.retry_after
+            body = _vendor_body(step.code or str(step.status), "injected fault")
+            return _Answer(step.status, body, step.retry_after), None
         faults = self._faults
         # Draw only when a rate is set, so an idle rng sequence stays reproducible.
         if faults.failure_rate > 0.0 and self.rng.random() < faults.failure_rate:
             status = faults.failure_status
-            return _Answer(status, _vendor_body(str(status), "injected fault"))
-        return None
+            body = _vendor_body(str(status), "injected fault")
+            return _Answer(status, body, faults.retry_after), None
+        return None, None
+
+    def _log_request(self, arrived: float, answer: _Answer) -> None:
+        self._requests.append(
+            {
+                "t": arrived,
+                "status": answer.status,
+                "code": answer.body["code"],
+                "events": answer.events,
+                "retry_after": answer.retry_after,
+            }
+        )
 
     def record(self, events: list[Event]) -> None:
         stats = self.stats
@@ -525,17 +640,41 @@ class SandboxState:
             self._events.extend(events)
 
     def _handle(
+        self,
+        token_ok: bool,
+        content_type: str,
+        charset: str | None,
+        body: bytes,
+        arrived: float | None = None,
+    ) -> _Answer:
+        """Decide the import path's answer and log it; synchronous so no other request
+        interleaves. ``arrived`` is the request's ``time.time()`` (default: now)."""
+        arrived = time.time() if arrived is None else arrived
+        answer = self._decide(token_ok, content_type, charset, body)
+        self._log_request(arrived, answer)
+        return answer
+
+    def _decide(
         self, token_ok: bool, content_type: str, charset: str | None, body: bytes
     ) -> _Answer:
-        """Decide the import path's answer; synchronous so no other request interleaves."""
         self.stats.requests += 1
-        fault = self._next_fault()
+        fault, retry_after = self._next_fault()
         if fault is not None:
             self.stats.faults += 1
+            fault.events = _count_events(body)
             return fault
+        answer = self._validate_and_record(token_ok, content_type, charset, body)
+        answer.retry_after = retry_after
+        return answer
+
+    def _validate_and_record(
+        self, token_ok: bool, content_type: str, charset: str | None, body: bytes
+    ) -> _Answer:
         if not token_ok:
             self.stats.unauthorized += 1
-            return _Answer(401, _vendor_body("401", "missing or invalid X-Token"))
+            answer = _Answer(401, _vendor_body("401", "missing or invalid X-Token"))
+            answer.events = _count_events(body)
+            return answer
         try:
             if content_type != "application/json":
                 raise ContractError("Content-Type", "must be application/json")
@@ -551,9 +690,35 @@ class SandboxState:
         except ContractError as exc:
             self.stats.rejects += 1
             log.debug("rejected: %s", exc)  # paths and type names only, never values
-            return _Answer(400, _vendor_body("400", str(exc)))
+            return _Answer(400, _vendor_body("400", str(exc)), events=_count_events(body))
+        refused = self._refused_index(events)
+        if refused is not None:
+            self.stats.refused += 1
+            refusal = _vendor_body("400", f"data[{refused}].eventKey: refused by the sandbox")
+            status = 200 if self._faults.refuse_with_200 else 400
+            return _Answer(status, refusal, events=len(events))
         self.record(events)
-        return _Answer(200, _OK)
+        return _Answer(200, _OK, events=len(events))
+
+    def _refused_index(self, events: list[Event]) -> int | None:
+        keys = self._faults.refuse_event_keys
+        if not keys:
+            return None
+        for i, event in enumerate(events):
+            if event["eventKey"] in keys:
+                return i
+        return None
+
+
+def _count_events(body: bytes) -> int:
+    """Entries of ``data`` in a body that was not validated (for the request log only)."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    if isinstance(parsed, dict) and isinstance(parsed.get("data"), list):
+        return len(parsed["data"])
+    return 0
 
 
 # --------------------------------------------------------------------------- app
@@ -575,15 +740,18 @@ def build_app(
     app[STATE_KEY] = state
 
     async def import_events(request: web.Request) -> web.Response:
+        arrived = time.time()
         body = await request.read()
         latency_ms = state.faults.latency_ms  # settings as of arrival
         token_ok = request.headers.get("X-Token") == token
-        answer = state._handle(token_ok, request.content_type, request.charset, body)
+        answer = state._handle(token_ok, request.content_type, request.charset, body, arrived)
         # After recording: a client that times out here has in fact been accepted, which is
-        # exactly the at-least-once duplicate case worth exercising.
+        # exactly the at-least-once duplicate case worth exercising. aiohttp does not cancel
+        # a handler whose client went away; the answer then goes nowhere, silently.
         if latency_ms > 0:
             await asyncio.sleep(latency_ms / 1000.0)
-        return web.json_response(answer.body, status=answer.status)
+        headers = {"Retry-After": answer.retry_after} if answer.retry_after is not None else None
+        return web.json_response(answer.body, status=answer.status, headers=headers)
 
     async def get_stats(request: web.Request) -> web.Response:
         return web.json_response(state.stats_json())
@@ -594,6 +762,19 @@ def build_app(
                 {"error": "events are not kept (keep_events=False)"}, status=409
             )
         return web.json_response(state.events)
+
+    async def get_uuids(request: web.Request) -> web.Response:
+        return web.json_response(sorted(state.seen_uuids))
+
+    async def get_requests(request: web.Request) -> web.Response:
+        raw = request.query.get("since")
+        since: float | None = None
+        if raw is not None:
+            try:
+                since = float(raw)
+            except ValueError:
+                return web.json_response({"error": "since must be a number"}, status=400)
+        return web.json_response(state.requests_log(since))
 
     async def post_reset(request: web.Request) -> web.Response:
         state.reset()
@@ -619,6 +800,8 @@ def build_app(
     app.router.add_post(path, import_events)
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/events", get_events)
+    app.router.add_get("/uuids", get_uuids)
+    app.router.add_get("/requests", get_requests)
     app.router.add_post("/reset", post_reset)
     app.router.add_get("/faults", get_faults)
     app.router.add_post("/faults", post_faults)
@@ -701,9 +884,19 @@ class SandboxServer:
         await self.close()
 
 
-async def serve(host: str, port: int, token: str, faults: Faults, path: str = DEFAULT_PATH) -> None:
+async def serve(
+    host: str,
+    port: int,
+    token: str,
+    faults: Faults,
+    path: str = DEFAULT_PATH,
+    *,
+    keep_events: bool = True,
+) -> None:
     """Run the sandbox until cancelled (``event-sink sandbox``)."""
-    async with SandboxServer(token, host=host, port=port, path=path, faults=faults):
+    async with SandboxServer(
+        token, host=host, port=port, path=path, faults=faults, keep_events=keep_events
+    ):
         await asyncio.Event().wait()
 
 
@@ -734,6 +927,18 @@ def _status(text: str) -> int:
     return value
 
 
+def _event_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in text.split(",") if key.strip())
+    if not keys:
+        raise ValueError("give at least one event key")
+    return keys
+
+
+def _retry_after(text: str) -> str:
+    _check_retry_after(text, "Retry-After")
+    return text
+
+
 def _latency(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < float("inf"):
@@ -743,7 +948,7 @@ def _latency(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``sandbox`` subcommand's flags (dests: host, port, token, path, failure_rate,
-    failure_status, latency_ms, script)."""
+    failure_status, latency_ms, script, retry_after, refuse_event_keys, refuse_with_200)."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
@@ -769,8 +974,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--script",
         type=_arg_type(parse_script),
         default=[],
-        help="answers for the first requests, e.g. 503,503,200:500,200 "
-        "(STATUS[:BODY_CODE]; 200 = normal handling)",
+        help="answers for the first requests, e.g. 503,429@2,200:500,200 "
+        "(STATUS[:BODY_CODE][@RETRY_AFTER]; 200 = normal handling)",
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=_arg_type(_retry_after),
+        default=None,
+        help="Retry-After header of random faults, sent verbatim (e.g. 2)",
+    )
+    parser.add_argument(
+        "--refuse-event-keys",
+        type=_arg_type(_event_keys),
+        default=(),
+        metavar="KEY[,KEY...]",
+        help="refuse (400) every valid request holding an event with one of these eventKeys",
+    )
+    parser.add_argument(
+        "--refuse-with-200",
+        action="store_true",
+        help="answer such refusals with HTTP 200 and body code 400 instead of HTTP 400",
     )
 
 
@@ -780,4 +1003,44 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
         failure_status=ns.failure_status,
         latency_ms=ns.latency_ms,
         script=ns.script,
+        retry_after=ns.retry_after,
+        refuse_event_keys=ns.refuse_event_keys,
+        refuse_with_200=ns.refuse_with_200,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m connector.sandbox``: ``event-sink sandbox``'s flags plus ``--no-keep-events``
+    (uuids and counts only: long runs need no event bodies). Stops on SIGINT or SIGTERM."""
+    from connector import logs  # only the standalone entry point configures logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m connector.sandbox",
+        description="Serve the strict local stand-in of the event import API.",
+    )
+    add_arguments(parser)
+    parser.add_argument(
+        "--no-keep-events",
+        dest="keep_events",
+        action="store_false",
+        help="do not keep accepted event bodies (GET /events answers 409); uuids are kept",
+    )
+    ns = parser.parse_args(argv)
+    logs.configure("INFO", "plain", logs.Redactor([ns.token]))
+    faults = faults_from_args(ns)
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        await serve(ns.host, ns.port, ns.token, faults, ns.path, keep_events=ns.keep_events)
+
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

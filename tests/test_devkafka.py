@@ -198,3 +198,105 @@ def test_broker_that_cannot_start_raises_with_its_output(tmp_path: Path) -> None
         pass
     with pytest.raises(RuntimeError, match="not running"):
         _ = broker.bootstrap_servers
+
+
+def _produce_one(bootstrap: str, topic: str, payload: bytes) -> None:
+    failures: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    try:
+        producer.produce(topic, payload, partition=0, on_delivery=delivered)
+        assert producer.flush(30) == 0
+    finally:
+        producer.close()
+    assert failures == []
+
+
+def _read_all(bootstrap: str, topic: str, group: str, expected: int) -> list[bytes]:
+    """Read ``expected`` messages of partition 0 as ``group``, committing what was read."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    received: list[bytes] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(received) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=10, timeout=0.5):
+                assert message.error() is None, message.error()
+                value = message.value()
+                assert isinstance(value, bytes)
+                received.append(value)
+        if received:
+            consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return received
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+    finally:
+        consumer.close()
+    return int(found[0].offset)
+
+
+def test_broker_stop_and_start_keep_ports_topics_messages_and_commits() -> None:
+    """A dedicated broker (never the session's): stopped (controlled, then SIGKILL) and
+    started again on the same ports with the same storage."""
+    with LocalKafka() as broker:
+        bootstrap = broker.bootstrap_servers
+        pid = broker.pid
+        assert broker.broker_running
+        assert pid is not None
+        topic = f"restart-{uuid.uuid4().hex[:8]}"
+        group = f"restart-{uuid.uuid4().hex[:8]}"
+        broker.create_topic(topic)
+        _produce_one(bootstrap, topic, b"before the outage")
+        assert _read_all(bootstrap, topic, group, 1) == [b"before the outage"]
+
+        broker.stop_broker()
+        assert not broker.broker_running
+        assert broker.pid is None
+        assert broker.bootstrap_servers == bootstrap  # still the address to come back on
+        port = int(bootstrap.rsplit(":", 1)[1])
+        assert not devkafka._accepts(port)
+        broker.stop_broker()  # stopping a stopped broker does nothing
+
+        broker.start_broker()
+        assert broker.broker_running
+        assert broker.pid not in (None, pid)
+        assert broker.bootstrap_servers == bootstrap
+        assert _committed(bootstrap, group, topic) == 1
+        _produce_one(bootstrap, topic, b"after the restart")
+        assert _read_all(bootstrap, topic, f"{group}-2", 2) == [
+            b"before the outage",
+            b"after the restart",
+        ]
+        with pytest.raises(RuntimeError, match="already running"):
+            broker.start_broker()
+
+        broker.stop_broker(kill=True)  # a crash: no controlled shutdown
+        assert not broker.broker_running
+        broker.start_broker()
+        assert _read_all(bootstrap, topic, f"{group}-3", 2) == [
+            b"before the outage",
+            b"after the restart",
+        ]
+        log = broker.log_path.read_text(errors="replace")
+        assert log.count("broker restarted") == 2
+    with pytest.raises(RuntimeError, match="not running"):
+        broker.stop_broker()
+    with pytest.raises(RuntimeError, match="not running"):
+        broker.start_broker()

@@ -21,6 +21,7 @@ from drills import (
     produce_raw,
     produce_records,
     read_topic,
+    wait_until,
 )
 
 from connector import samples
@@ -222,6 +223,16 @@ def test_drill_9_a_third_member_joins_and_leaves_under_load(
         first, second = d.start_connector(config), d.start_connector(config)
         d.wait_delivered(6_000, watch=[first, second])
         third = d.start_connector(config)
+        wait_until(
+            lambda: any(
+                r.get("msg", "").startswith("partitions assigned: drill")
+                for r in third.log_records()
+            ),
+            timeout_s=60,
+            what="the third member to be given partitions",
+            watch=[first, second, third],
+            context=d.context,
+        )
         d.wait_delivered(18_000, watch=[first, second, third])
         assert third.terminate() == 0, d.context()
         d.wait_committed(produced, watch=[first, second])

@@ -7,10 +7,17 @@ import asyncio
 import copy
 import json
 import logging
+import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,14 +27,17 @@ from hypothesis import strategies as st
 
 from connector.sandbox import (
     DEFAULT_PATH,
+    REQUEST_LOG_SIZE,
     STATE_KEY,
     ContractError,
     Faults,
     SandboxServer,
+    SandboxState,
     ScriptStep,
     add_arguments,
     build_app,
     faults_from_args,
+    main,
     parse_script,
     serve,
     validate_request,
@@ -134,6 +144,7 @@ EMPTY_STATS = {
     "rejects": 0,
     "unauthorized": 0,
     "faults": 0,
+    "refused": 0,
     "max_batch": 0,
 }
 
@@ -630,6 +641,9 @@ async def test_faults_can_be_replaced_at_runtime(
         "failure_status": 503,
         "latency_ms": 0.0,
         "script": [],
+        "retry_after": None,
+        "refuse_event_keys": [],
+        "refuse_with_200": False,
         "script_remaining": [],
     }
     new = {"script": [504, {"status": 200, "code": "403"}], "failure_status": 500}
@@ -666,6 +680,15 @@ async def test_faults_can_be_replaced_at_runtime(
         {"script": [503, "200"]},
         {"script": [{"code": "500"}]},
         {"script": [{"status": 200, "code": 500}]},
+        {"script": [{"status": 429, "retry_after": 2}]},
+        {"script": [{"status": 429, "retry_after": ""}]},
+        {"script": [{"status": 429, "retry_after": "2\r\nX-Evil: 1"}]},
+        {"script": [{"status": 429, "wait": "2"}]},
+        {"retry_after": 2},
+        {"refuse_event_keys": "c_buy"},
+        {"refuse_event_keys": [""]},
+        {"refuse_event_keys": [1]},
+        {"refuse_with_200": 1},
         {"typo": 1},
         [],
     ],
@@ -687,6 +710,241 @@ async def test_faults_set_in_process_restart_the_script(
     assert (await post(http, sandbox, batch(1)))[0] == 200
     sandbox.state.faults = sandbox.state.faults  # same settings, script starts over
     assert (await post(http, sandbox, batch(1)))[0] == 503
+
+
+# ------------------------------------------------------------------ refusal by event key
+
+
+async def test_refused_event_key_refuses_the_whole_request_with_400(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with SandboxServer(TOKEN, faults=Faults(refuse_event_keys=("c_bad",))) as sandbox:
+        body = batch(5)
+        body["data"][3]["eventKey"] = "c_bad"
+        body["data"][4]["eventKey"] = "c_bad"
+        status, answer = await post(http, sandbox, body)
+        assert status == 400
+        assert answer == {
+            "code": "400",
+            "errorCode": "INVALID_PARAMS",
+            "msg": "data[3].eventKey: refused by the sandbox",
+        }
+        assert sandbox.state.events == []
+        assert sandbox.state.seen_uuids == frozenset()
+        # Requests without a refused key pass as usual.
+        assert await post(http, sandbox, batch(2)) == (200, OK)
+        stats = sandbox.state.stats_json()
+    assert stats == {
+        **EMPTY_STATS,
+        "requests": 2,
+        "accepted_requests": 1,
+        "events": 2,
+        "unique_uuids": 2,
+        "refused": 1,
+        "max_batch": 2,
+    }
+
+
+async def test_refusal_inside_a_200(http: aiohttp.ClientSession) -> None:
+    faults = Faults(refuse_event_keys=("c_x", "c_buy"), refuse_with_200=True)
+    async with SandboxServer(TOKEN, faults=faults) as sandbox:
+        status, answer = await post(http, sandbox, batch(2))
+        assert status == 200
+        assert_vendor_shape(answer, "400", "INVALID_PARAMS")
+        assert answer["msg"] == "data[0].eventKey: refused by the sandbox"
+        assert sandbox.state.stats.refused == 1
+        assert sandbox.state.stats.accepted_requests == 0
+        assert sandbox.state.events == []
+
+
+async def test_refusal_comes_after_faults_token_and_contract(http: aiohttp.ClientSession) -> None:
+    faults = Faults(refuse_event_keys=("c_buy",), script=[503])
+    async with SandboxServer(TOKEN, faults=faults) as sandbox:
+        assert (await post(http, sandbox, batch(1)))[0] == 503
+        assert (await post(http, sandbox, batch(1), token="wrong"))[0] == 401
+        broken = batch(2)
+        broken["data"][1].pop("identities")
+        status, answer = await post(http, sandbox, broken)
+        assert status == 400
+        assert answer["msg"] == "data[1].identities: required"
+        stats = sandbox.state.stats
+        assert (stats.faults, stats.unauthorized, stats.rejects, stats.refused) == (1, 1, 1, 0)
+
+
+async def test_refusal_set_at_runtime_through_post_faults(
+    sandbox: SandboxServer, http: aiohttp.ClientSession
+) -> None:
+    new = {"refuse_event_keys": ["c_buy"], "refuse_with_200": True}
+    async with http.post(sandbox.base_url + "/faults", json=new) as resp:
+        assert resp.status == 200
+        current = await resp.json()
+    assert current["refuse_event_keys"] == ["c_buy"]
+    assert current["refuse_with_200"] is True
+    status, answer = await post(http, sandbox, batch(1))
+    assert (status, answer["code"]) == (200, "400")
+
+
+# ------------------------------------------------------------------ Retry-After
+
+
+async def post_with_headers(
+    http: aiohttp.ClientSession, server: SandboxServer, body: Any
+) -> tuple[int, str | None]:
+    async with http.post(server.url, json=body, headers={"X-Token": TOKEN}) as resp:
+        await resp.read()
+        return resp.status, resp.headers.get("Retry-After")
+
+
+async def test_script_steps_carry_retry_after_verbatim(http: aiohttp.ClientSession) -> None:
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    faults = Faults(
+        script=[
+            ScriptStep(429, retry_after="2"),
+            ScriptStep(503, retry_after=date),
+            ScriptStep(503),
+            ScriptStep(200, retry_after="7"),  # passes: the normal answer carries it
+        ]
+    )
+    async with SandboxServer(TOKEN, faults=faults) as sandbox:
+        answers = [await post_with_headers(http, sandbox, batch(1, start=i)) for i in range(5)]
+        assert answers == [(429, "2"), (503, date), (503, None), (200, "7"), (200, None)]
+        assert sandbox.state.stats.events == 2
+
+
+async def test_random_faults_carry_the_configured_retry_after(http: aiohttp.ClientSession) -> None:
+    faults = Faults(failure_rate=1.0, failure_status=429, retry_after="1")
+    async with SandboxServer(TOKEN, faults=faults) as sandbox:
+        assert await post_with_headers(http, sandbox, batch(1)) == (429, "1")
+        sandbox.state.faults = Faults(retry_after="1")  # no faults: no header on a 200
+        assert await post_with_headers(http, sandbox, batch(1)) == (200, None)
+
+
+async def test_retry_after_in_post_faults_json_form(
+    sandbox: SandboxServer, http: aiohttp.ClientSession
+) -> None:
+    new = {"script": [{"status": 429, "retry_after": "2"}], "retry_after": "5"}
+    async with http.post(sandbox.base_url + "/faults", json=new) as resp:
+        assert resp.status == 200
+        current = await resp.json()
+    assert current["script_remaining"] == [{"status": 429, "retry_after": "2"}]
+    assert current["retry_after"] == "5"
+    assert await post_with_headers(http, sandbox, batch(1)) == (429, "2")
+
+
+# ------------------------------------------------------------------ request log and uuids
+
+
+async def test_request_log_records_every_import_request(http: aiohttp.ClientSession) -> None:
+    faults = Faults(script=[ScriptStep(429, retry_after="1"), 200, 200, 200])
+    async with SandboxServer(TOKEN, faults=faults) as sandbox:
+        before = time.time()
+        await post(http, sandbox, batch(3))  # 429, 3 events counted although not validated
+        await post(http, sandbox, batch(2), token="bad")
+        await post(http, sandbox, {"data": []})
+        await post(http, sandbox, batch(4))
+        after = time.time()
+        async with http.get(sandbox.base_url + "/stats") as resp:  # not the import path
+            assert resp.status == 200
+        log = await get(http, sandbox, "/requests")
+    assert [(e["status"], e["code"], e["events"], e["retry_after"]) for e in log] == [
+        (429, "429", 3, "1"),
+        (401, "401", 2, None),
+        (400, "400", 0, None),
+        (200, "200", 4, None),
+    ]
+    times = [e["t"] for e in log]
+    assert times == sorted(times)
+    assert before <= times[0]
+    assert times[-1] <= after
+
+
+async def test_request_log_since_filter(
+    sandbox: SandboxServer, http: aiohttp.ClientSession
+) -> None:
+    await post(http, sandbox, batch(1))
+    await asyncio.sleep(0.05)
+    cut = time.time()
+    await post(http, sandbox, batch(2, start=1))
+    log = await get(http, sandbox, f"/requests?since={cut}")
+    assert [e["events"] for e in log] == [2]
+    async with http.get(sandbox.base_url + "/requests?since=soon") as resp:
+        assert resp.status == 400
+
+
+def test_request_log_is_bounded() -> None:
+    assert REQUEST_LOG_SIZE == 100_000
+    state = SandboxState(request_log_size=3)
+    body = json.dumps(batch(1)).encode()
+    for i in range(5):
+        state._handle(True, "application/json", None, body, arrived=float(i))
+    assert [e["t"] for e in state.requests_log()] == [2.0, 3.0, 4.0]
+    assert state.stats.requests == 5
+
+
+async def test_uuids_are_listed_unique_even_without_keeping_events(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with SandboxServer(TOKEN, keep_events=False) as sandbox:
+        await post(http, sandbox, batch(3))
+        await post(http, sandbox, batch(3, start=2))
+        assert await get(http, sandbox, "/uuids") == [f"uuid-{i}" for i in range(5)]
+        async with http.post(sandbox.base_url + "/reset") as resp:
+            assert resp.status == 200
+        assert await get(http, sandbox, "/uuids") == []
+        assert await get(http, sandbox, "/requests") == []
+
+
+# ------------------------------------------------------------------ a hung endpoint
+
+
+async def test_client_gone_during_latency_is_recorded_and_leaves_no_error_log(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with SandboxServer(TOKEN, faults=Faults(latency_ms=400)) as sandbox:
+        with pytest.raises(TimeoutError):
+            async with http.post(
+                sandbox.url,
+                json=batch(2),
+                headers={"X-Token": TOKEN},
+                timeout=aiohttp.ClientTimeout(total=0.1),
+            ):
+                pass
+        await asyncio.sleep(0.6)  # the handler wakes up and answers a closed connection
+        # Decided and recorded at arrival: the client will send it again (a duplicate).
+        assert sandbox.state.stats.unique_uuids == 2
+        sandbox.state.faults = Faults(latency_ms=600_000)  # hung
+        with pytest.raises(TimeoutError):
+            async with http.post(
+                sandbox.url,
+                json=batch(1, start=5),
+                headers={"X-Token": TOKEN},
+                timeout=aiohttp.ClientTimeout(total=0.1),
+            ):
+                pass
+        started = time.monotonic()
+    assert time.monotonic() - started < 5  # closing does not wait for the hung answer
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert problems == []
+
+
+async def test_hung_endpoint_switched_at_runtime(
+    sandbox: SandboxServer, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(sandbox.base_url + "/faults", json={"latency_ms": 600_000}) as resp:
+        assert resp.status == 200
+    with pytest.raises(TimeoutError):
+        async with http.post(
+            sandbox.url,
+            json=batch(1),
+            headers={"X-Token": TOKEN},
+            timeout=aiohttp.ClientTimeout(total=0.2),
+        ):
+            pass
+    async with http.post(sandbox.base_url + "/faults", json={}) as resp:
+        assert resp.status == 200
+    assert await post(http, sandbox, batch(1)) == (200, OK)
+    assert sandbox.state.stats.duplicates == 1  # the hung request had been recorded
 
 
 # ------------------------------------------------------------------ control endpoints
@@ -726,6 +984,7 @@ async def test_stats_add_up(http: aiohttp.ClientSession) -> None:
         "rejects": 1,
         "unauthorized": 1,
         "faults": 1,
+        "refused": 0,
         "max_batch": 4,
     }
 
@@ -847,6 +1106,31 @@ def test_cli_defaults() -> None:
     assert faults_from_args(parser().parse_args(["--token", "T"])) == Faults()
 
 
+def test_cli_refusal_and_retry_after_flags() -> None:
+    ns = parser().parse_args(
+        [
+            "--token",
+            "T",
+            "--refuse-event-keys",
+            "c_buy, c_view",
+            "--refuse-with-200",
+            "--retry-after",
+            "3",
+            "--failure-rate",
+            "0.5",
+            "--script",
+            "429@2,200",
+        ]
+    )
+    assert faults_from_args(ns) == Faults(
+        failure_rate=0.5,
+        retry_after="3",
+        refuse_event_keys=("c_buy", "c_view"),
+        refuse_with_200=True,
+        script=(ScriptStep(429, retry_after="2"), 200),
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -857,6 +1141,9 @@ def test_cli_defaults() -> None:
         ["--script", "503,abc"],
         ["--script", "700"],
         ["--script", "200:"],
+        ["--script", "429@"],
+        ["--retry-after", ""],
+        ["--refuse-event-keys", " , "],
         [],  # --token is required
     ],
 )
@@ -867,9 +1154,94 @@ def test_cli_rejects_bad_flags(argv: list[str], capsys: pytest.CaptureFixture[st
     assert "error" in capsys.readouterr().err
 
 
+def test_standalone_entry_point_serves_until_sigterm(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    log_path = tmp_path / "sandbox.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "connector.sandbox",
+                "--port",
+                "0",
+                "--token",
+                TOKEN,
+                "--no-keep-events",
+                "--refuse-event-keys",
+                "c_view",
+                "--script",
+                "429@3",
+            ],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None and time.monotonic() < deadline:
+            for line in log_path.read_text().splitlines():
+                if "listening on " in line:
+                    url = line.split("listening on ", 1)[1].strip()
+            time.sleep(0.05)
+        assert url is not None, log_path.read_text()
+
+        def call(path_or_url: str, body: Any = None) -> tuple[int, Any, str | None]:
+            target = path_or_url if path_or_url.startswith("http") else base + path_or_url
+            data = None if body is None else json.dumps(body).encode()
+            req = urllib.request.Request(
+                target,
+                data=data,
+                headers={"X-Token": TOKEN, "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status, json.load(resp), resp.headers.get("Retry-After")
+            except urllib.error.HTTPError as err:
+                return err.code, json.load(err), err.headers.get("Retry-After")
+
+        base = url[: -len(DEFAULT_PATH)]
+        assert call(url, batch(1))[::2] == (429, "3")
+        viewed = batch(1)
+        viewed["data"][0]["eventKey"] = "c_view"
+        assert call(url, viewed)[0] == 400
+        assert call(url, batch(2))[0] == 200
+        assert call("/uuids")[1] == ["uuid-0", "uuid-1"]
+        assert call("/events")[0] == 409  # --no-keep-events
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log_path.read_text()
+    assert "Traceback" not in text
+    assert TOKEN not in text
+
+
+def test_main_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--token", "T", "--refuse-event-keys", ""])
+    assert "error" in capsys.readouterr().err
+
+
 def test_parse_script() -> None:
     assert parse_script("") == []
     assert parse_script("503,200:429") == [ScriptStep(503), ScriptStep(200, "429")]
+    assert parse_script("429@2, 200:503@7,200@1") == [
+        ScriptStep(429, retry_after="2"),
+        ScriptStep(200, "503", "7"),
+        ScriptStep(200, retry_after="1"),
+    ]
+
+
+@pytest.mark.parametrize("text", ["429@", "@2", "429@ ", "abc@2"])
+def test_parse_script_rejects_bad_retry_after_entries(text: str) -> None:
+    with pytest.raises(ValueError, match="bad script entry"):
+        parse_script(text)
 
 
 @pytest.mark.parametrize(
@@ -892,6 +1264,41 @@ def test_faults_validate_themselves(kwargs: dict[str, Any], match: str) -> None:
 def test_script_step_code_must_be_non_empty() -> None:
     with pytest.raises(ValueError, match="script code"):
         ScriptStep(200, "")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"retry_after": ""}, "retry_after"),
+        ({"retry_after": 5}, "retry_after"),
+        ({"retry_after": "5\n"}, "control characters"),
+        ({"refuse_event_keys": "c_buy"}, "refuse_event_keys"),
+        ({"refuse_event_keys": ("c_buy", "")}, "refuse_event_keys"),
+        ({"refuse_with_200": "yes"}, "refuse_with_200"),
+    ],
+)
+def test_new_fault_settings_validate_themselves(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Faults(**kwargs)
+
+
+def test_faults_json_round_trip_with_every_setting() -> None:
+    faults = Faults(
+        failure_rate=0.25,
+        failure_status=429,
+        latency_ms=5,
+        script=[503, ScriptStep(429, retry_after="2"), ScriptStep(200, "500", "Wed, 21 Oct")],
+        retry_after="1",
+        refuse_event_keys=["c_buy"],
+        refuse_with_200=True,
+    )
+    as_json = json.loads(json.dumps(faults.to_json()))
+    assert as_json["script"] == [
+        503,
+        {"status": 429, "retry_after": "2"},
+        {"status": 200, "code": "500", "retry_after": "Wed, 21 Oct"},
+    ]
+    assert Faults.from_json(as_json) == faults
 
 
 # ------------------------------------------------------------------ validator, property-based
