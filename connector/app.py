@@ -23,17 +23,24 @@ from connector.config import Settings
 from connector.decode import AvroDecoder, DecodeError
 from connector.dlq import DeadLetterWriter, Failure
 from connector.health import Check
+from connector.mapping import mapper_for
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
 from connector.records import UUID_HEADER, Batch, EncodedEvent, SourceRecord, TopicPartition
+from connector.registry import ConfluentDecoder, SchemaGatedSource
 from connector.sink import OVERRIDABLE, HttpSink, Outcome
 from connector.source import CommitError, ConsumerFactory, KafkaSource
-from connector.transform import TransformError, encode_event, fallback_uuid, to_event
+from connector.transform import TransformError, fallback_uuid
 
 log = logging.getLogger(__name__)
 
 _PROGRESS_INTERVAL_S = 10.0
 _GAUGE_INTERVAL_S = 2.0
+# Shutdown: after the drain, the final commit and leaving the group get this long together.
+_LEAVE_TIMEOUT_S = 10.0
+# An asynchronous commit is always answered (success or error); if no answer came in this
+# long, something is wrong with the client, and another commit may go out.
+_COMMIT_STALL_S = 300.0
 # The consume loop may legitimately stand still while a revoke drains in-flight batches
 # (up to shutdown.drain_timeout_s); liveness allows that much and this margin on top.
 _LIVENESS_MARGIN_S = 60.0
@@ -112,6 +119,8 @@ class Connector:
         self._settings = settings
         self._dead_letters = dead_letters if settings.dlq.on_invalid == "dlq" else None
         self._decoder = decoder
+        # Compiled once against the reader schema; MappingError here names the bad path.
+        self._mapper = mapper_for(settings.mapping, decoder.schema)
         self._clock = clock
         self._wall_clock = wall_clock
         self.metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
@@ -147,13 +156,30 @@ class Connector:
         source_kwargs: dict[str, Any] = {}
         if consumer_factory is not None:
             source_kwargs["consumer_factory"] = consumer_factory
-        self._source = KafkaSource(
-            settings.kafka,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-            **source_kwargs,
-        )
+        self._source: KafkaSource
+        if isinstance(decoder, ConfluentDecoder):
+            # Fetches each new writer schema before its chunk is decoded; while the
+            # registry is down it holds the chunk and pauses those partitions, never skips.
+            self._source = SchemaGatedSource(
+                settings.kafka,
+                decoder=decoder,
+                session=session,
+                app_paused=lambda: self._paused,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+                on_commit=self._commit_acknowledged,
+                **source_kwargs,
+            )
+        else:
+            self._source = KafkaSource(
+                settings.kafka,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+                on_commit=self._commit_acknowledged,
+                **source_kwargs,
+            )
         self._slots = asyncio.Semaphore(settings.http.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
@@ -162,6 +188,11 @@ class Connector:
         # Committed positions found on the broker at assignment, until we commit our own.
         self._committed_at_assign: dict[TopicPartition, int] = {}
         self._last_turn: float | None = None
+        # False when shutdown gave up on committing or leaving the group (brokers down): a
+        # consumer call may still be stuck in a client thread, so the process must not wait
+        # for those threads on exit.
+        self.left_cleanly = True
+        self._commit_sent_at: float | None = None  # the asynchronous commit awaiting its answer
 
     # -- the main loop -------------------------------------------------------------
 
@@ -188,7 +219,7 @@ class Connector:
                     self._dispatch(batch)
                 now = self._clock()
                 if now >= next_commit:
-                    await self._commit()
+                    await self._commit_in_background()
                     next_commit = now + commit_every
                 if now >= next_gauges:
                     await self._refresh_gauges()
@@ -215,8 +246,7 @@ class Connector:
             self._invalid(InvalidRecordError(record, "decode", "undecodable", str(exc)), epoch)
             return
         try:
-            event = to_event(decoded, _fallback_uuid(record))
-            body = encode_event(event)
+            body = self._mapper.encode(decoded, _fallback_uuid(record), record.timestamp_ms)
         except TransformError as exc:
             self._invalid(InvalidRecordError(record, "transform", "unmappable", str(exc)), epoch)
             return
@@ -330,7 +360,45 @@ class Connector:
 
     # -- offsets -------------------------------------------------------------------
 
+    async def _commit_in_background(self) -> None:
+        """The periodic commit: sent asynchronously, acknowledged in _commit_acknowledged.
+
+        One at a time: a commit is last-write-wins on the broker, and commits queued during
+        an outage are answered (and applied) in no promised order, so an older position
+        could land after a newer one and move the group back.
+        """
+        now = self._clock()
+        if self._commit_sent_at is not None and now - self._commit_sent_at < _COMMIT_STALL_S:
+            return
+        positions = self.tracker.committable()
+        if not positions:
+            return
+        try:
+            await self._source.commit_async(positions)
+        except CommitError as exc:
+            self._commit_acknowledged({}, dict.fromkeys(positions, str(exc)))
+            return
+        self._commit_sent_at = now
+
+    def _commit_acknowledged(
+        self, done: dict[TopicPartition, int], failed: dict[TopicPartition, str]
+    ) -> None:
+        self._commit_sent_at = None
+        if failed:
+            self.stats.commit_failures += 1
+            self.metrics.offset_commits.labels("failure").inc()
+            reasons = sorted(set(failed.values()))
+            log.warning("offset commit failed, will retry: %s", "; ".join(reasons))
+        if done:
+            self.tracker.mark_committed(done)
+            self.stats.commits += 1
+            self.metrics.offset_commits.labels("success").inc()
+            if log.isEnabledFor(logging.DEBUG):
+                text = ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(done.items()))
+                log.debug("offsets committed: %s", text)
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        """A synchronous commit (revoke, shutdown): returns once the broker answered."""
         positions = self.tracker.committable()
         if only is not None:
             positions = {tp: pos for tp, pos in positions.items() if tp in only}
@@ -339,13 +407,9 @@ class Connector:
         try:
             await self._source.commit(positions)
         except CommitError as exc:
-            self.stats.commit_failures += 1
-            self.metrics.offset_commits.labels("failure").inc()
-            log.warning("offset commit failed, will retry: %s", exc)
+            self._commit_acknowledged({}, dict.fromkeys(positions, str(exc)))
             return
-        self.tracker.mark_committed(positions)
-        self.stats.commits += 1
-        self.metrics.offset_commits.labels("success").inc()
+        self._commit_acknowledged(dict(positions), {})
 
     def committed(self) -> dict[TopicPartition, int]:
         """Positions the broker acknowledged, for assigned partitions."""
@@ -469,6 +533,8 @@ class Connector:
             return Check(False, "stopping on an error")
         if self._source.brokers_down:
             return Check(False, "Kafka brokers unreachable")
+        if isinstance(self._source, SchemaGatedSource) and self._source.registry_down:
+            return Check(False, "the schema registry is unreachable")
         if self._dead_letters is not None and self._dead_letters.failing:
             return Check(False, "the dead-letter topic cannot be written")
         if self._sink.halted:
@@ -494,8 +560,20 @@ class Connector:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._commit()
-        await self._source.close()
+        # The broker may be unreachable: neither the final commit nor leaving the group may
+        # hold the process past its grace period. What is not committed is delivered again.
+        try:
+            async with asyncio.timeout(_LEAVE_TIMEOUT_S):
+                await self._commit()
+                await self._source.close()
+        except TimeoutError:
+            self.left_cleanly = False
+            log.error(
+                "could not commit and leave the group within %.0f s (brokers unreachable?); "
+                "stopping anyway: uncommitted records will be delivered again by the next "
+                "owner",
+                _LEAVE_TIMEOUT_S,
+            )
         self._log_progress()
 
     def _log_progress(self) -> None:

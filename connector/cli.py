@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,8 +30,11 @@ from connector.config import ConfigError, Settings, TokenSource, load_settings, 
 from connector.decode import AvroDecoder, SchemaError, load_schema
 from connector.dlq import DeadLetterWriter
 from connector.health import HealthServer
+from connector.mapping import mapper_for, sample_record
 from connector.metrics import Metrics
+from connector.registry import ConfluentDecoder, RegistryClient
 from connector.source import SourceError
+from connector.transform import TransformError, fallback_uuid
 
 log = logging.getLogger("connector")
 
@@ -41,13 +47,24 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-async def run_connector(settings: Settings, token: TokenSource, stop: asyncio.Event) -> None:
+@dataclass
+class RunOutcome:
+    left_cleanly: bool = True  # False: a Kafka client call may still hang in a thread
+
+
+async def run_connector(
+    settings: Settings, token: TokenSource, stop: asyncio.Event, outcome: RunOutcome
+) -> None:
     """Run one connector until ``stop`` is set, with its metrics and health endpoints.
 
     The HTTP session, the dead-letter producer and the health server live exactly as long
     as the connector.
     """
-    decoder = AvroDecoder(load_schema(settings.source.schema_file))
+    schema = load_schema(settings.source.schema_file)
+    decoder = AvroDecoder(schema)
+    if settings.source.format == "confluent":
+        # The local schema is the reader schema; writer schemas come from the registry.
+        decoder = ConfluentDecoder(schema, RegistryClient(settings.source.schema_registry))
     metrics = Metrics(CollectorRegistry())
     dead_letters = None
     if settings.dlq.topic is not None:
@@ -69,7 +86,10 @@ async def run_connector(settings: Settings, token: TokenSource, stop: asyncio.Ev
             )
             async with health:
                 log.info("metrics and health on port %d", health.port)
-                await connector.run(stop)
+                try:
+                    await connector.run(stop)
+                finally:
+                    outcome.left_cleanly = connector.left_cleanly
     finally:
         if dead_letters is not None:
             await dead_letters.close()
@@ -77,7 +97,11 @@ async def run_connector(settings: Settings, token: TokenSource, stop: asyncio.Ev
 
 def _load(config: Path | None) -> Settings:
     settings = load_settings(config)
-    load_schema(settings.source.schema_file)  # fail at start-up, not on the first record
+    # Fail at start-up, not on the first record: the schema parses, the mapping fits it,
+    # the registry's credentials and CA file are there.
+    mapper_for(settings.mapping, load_schema(settings.source.schema_file))
+    if settings.source.format == "confluent":
+        RegistryClient(settings.source.schema_registry)
     return settings
 
 
@@ -93,19 +117,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.log_level or settings.log.level, args.log_format or settings.log.format, redactor
     )
 
+    outcome = RunOutcome()
+
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await run_connector(settings, token, stop)
+        await run_connector(settings, token, stop, outcome)
 
     log.info("event-sink %s starting: topics %s", __version__, ", ".join(settings.kafka.topics))
+    code = EXIT_OK
     try:
         asyncio.run(main())
     except (InvalidRecordError, RefusedByApiError, SourceError) as exc:
         log.error("%s", exc)
-        return EXIT_FAILED
-    log.info("stopped cleanly")
-    return EXIT_OK
+        code = EXIT_FAILED
+    if not outcome.left_cleanly:
+        # A consumer call is stuck in a client thread (brokers unreachable); the normal
+        # exit would join that thread and outlive the grace period. Nothing is lost:
+        # every uncommitted record is read again.
+        log.warning("exiting without waiting for the Kafka client")
+        logging.shutdown()
+        os._exit(code)
+    if code == EXIT_OK:
+        log.info("stopped cleanly")
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -121,7 +156,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"warning: {exc} (needed by 'run')", file=sys.stderr)
     print(yaml.safe_dump(effective, sort_keys=False), end="")
+    print(_sample_body(settings), end="")
     return EXIT_OK
+
+
+def _sample_body(settings: Settings) -> str:
+    """The mapping applied to a sample record built from the schema: the event it sends."""
+    schema = load_schema(settings.source.schema_file)
+    mapper = mapper_for(settings.mapping, schema)
+    record = sample_record(schema, mapper.sample_hints)
+    topic = settings.kafka.topics[0]
+    try:
+        body = mapper.encode(record, fallback_uuid(topic, 0, 0), 1_700_000_000_000)
+    except TransformError as exc:
+        return f"# the mapping refuses the sample record built from the schema: {exc}\n"
+    event = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    which = "config" if settings.mapping is not None else "default (config/mappings/)"
+    return (
+        f"# the {which} mapping applied to a sample record of {settings.source.schema_file}\n"
+        f"# (Kafka position {topic}[0]@0, timestamp 1700000000000): one event of data[]\n"
+        + "".join(f"# {line}\n" for line in event.splitlines())
+    )
 
 
 def _time_ms(text: str) -> int:

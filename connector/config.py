@@ -83,9 +83,92 @@ class KafkaSettings(_Section):
         return value
 
 
+REGISTRY_PASSWORD_ENV = "EVENT_SINK_REGISTRY_PASSWORD"
+REGISTRY_TOKEN_ENV = "EVENT_SINK_REGISTRY_TOKEN"
+
+
+class SchemaRegistrySettings(_Section):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+    # Basic auth: the user here, the password from EVENT_SINK_REGISTRY_PASSWORD.
+    # Bearer: EVENT_SINK_REGISTRY_TOKEN. Secrets never come from the file.
+    username: Annotated[str, Field(min_length=1)] | None = None
+    ca_file: Path | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+
 class SourceSettings(_Section):
-    format: Literal["avro"] = "avro"
+    format: Literal["avro", "confluent"] = "avro"
     schema_file: Path = Path("schemas/user_behavior_event.avsc")
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+
+    @model_validator(mode="after")
+    def _confluent_needs_a_registry(self) -> SourceSettings:
+        if self.format == "confluent" and self.schema_registry.url is None:
+            raise ValueError(
+                "source.format is 'confluent' but source.schema_registry.url is not set"
+            )
+        return self
+
+
+# -- the mapping (record → API event); compiled against the schema by connector.mapping --
+
+FieldPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+
+class ConstValue(_Section):
+    """A constant instead of a field path."""
+
+    const: NonEmptyStr | StrictBool
+
+
+class LookupValue(_Section):
+    """A table from a field's values (enum symbols, strings, ints, bools) to API values."""
+
+    path: FieldPath
+    lookup: Annotated[dict[StrictStr | StrictBool | StrictInt, NonEmptyStr], Field(min_length=1)]
+    # dead_letter: a value not in the table makes the record invalid; default: use `default`.
+    unmapped: Literal["dead_letter", "default"] = "dead_letter"
+    default: NonEmptyStr | None = None
+
+    @model_validator(mode="after")
+    def _default_goes_with_its_policy(self) -> LookupValue:
+        if (self.unmapped == "default") != (self.default is not None):
+            raise ValueError("set 'default' exactly when 'unmapped' is 'default'")
+        return self
+
+
+class KafkaTimestamp(_Section):
+    source: Literal["kafka_timestamp"]
+
+
+class FromPosition(_Section):
+    source: Literal["position"]
+
+
+class IdentityRule(_Section):
+    """One identity per record, or one per element of the array ``each``."""
+
+    each: FieldPath | None = None
+    value: FieldPath
+    type: FieldPath | ConstValue
+    platform: FieldPath | ConstValue | None = None
+    mpid: FieldPath | ConstValue | None = None
+    is_wechat_ecosystem: FieldPath | ConstValue | None = None
+
+
+class EventargsMapping(_Section):
+    map: FieldPath | None = None  # a map field, passed through (null values included)
+    pick: dict[NonEmptyStr, FieldPath] = Field(default_factory=dict)  # API name → path
+
+
+class MappingSettings(_Section):
+    event_key: FieldPath | ConstValue | LookupValue
+    time: FieldPath | KafkaTimestamp | None = None
+    uuid: FieldPath | FromPosition = FromPosition(source="position")
+    intid: FieldPath | ConstValue | None = None
+    identities: Annotated[tuple[IdentityRule, ...], Field(min_length=1)]
+    eventargs: EventargsMapping = EventargsMapping()
 
 
 class BatchSettings(_Section):
@@ -152,6 +235,8 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    # None: the default mapping (config/mappings/user_behavior_event.yaml, built in).
+    mapping: MappingSettings | None = None
 
     @model_validator(mode="after")
     def _dlq_needs_a_topic(self) -> Settings:
@@ -163,7 +248,13 @@ class Settings(_Section):
 
     def secret_values(self) -> list[str]:
         """Values in this config that must never be printed (for the log redactor)."""
-        return [str(value) for key, value in self.kafka.properties.items() if _is_secret_key(key)]
+        values = [str(value) for key, value in self.kafka.properties.items() if _is_secret_key(key)]
+        if self.source.format == "confluent":
+            env = os.environ
+            values += [
+                v for v in (env.get(REGISTRY_PASSWORD_ENV), env.get(REGISTRY_TOKEN_ENV)) if v
+            ]
+        return values
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain data, with every secret replaced by ``***``."""
@@ -188,7 +279,9 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str
         if not all(path):
             raise ConfigError(f"{name}: malformed override name (empty path segment)")
         value: Any = raw
-        if raw.lstrip().startswith(("[", "{")):
+        # A single librdkafka property is a scalar: a password may well start with "{".
+        is_one_property = path[:2] == ["kafka", "properties"] and len(path) > 2
+        if raw.lstrip().startswith(("[", "{")) and not is_one_property:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:

@@ -13,7 +13,14 @@ from fastavro.schema import SchemaParseException
 # Logical types fastavro would turn into datetime/date objects. The connector wants the
 # raw numbers (epoch milliseconds go straight into the API's `time`); dropping the
 # annotation does not change the binary encoding, so the schema still reads the same bytes.
-_RAW_LOGICAL_TYPES = {"timestamp-millis", "timestamp-micros", "local-timestamp-millis"}
+_RAW_LOGICAL_TYPES = {
+    "timestamp-millis",
+    "timestamp-micros",
+    "local-timestamp-millis",
+    "local-timestamp-micros",
+}
+# Where a stripped annotation is kept, so the mapping still knows millis from micros.
+RAW_LOGICAL_TYPE_KEY = "event-sink.logicalType"
 
 
 class SchemaError(Exception):
@@ -24,14 +31,15 @@ class DecodeError(Exception):
     """A message's bytes are not one record of the schema."""
 
 
-def _strip_logical_types(node: Any) -> Any:
+def strip_logical_types(node: Any) -> Any:
+    """The schema with timestamp annotations moved aside: those fields read as raw longs."""
     if isinstance(node, dict):
-        stripped = {k: _strip_logical_types(v) for k, v in node.items()}
+        stripped = {k: strip_logical_types(v) for k, v in node.items()}
         if stripped.get("logicalType") in _RAW_LOGICAL_TYPES:
-            del stripped["logicalType"]
+            stripped[RAW_LOGICAL_TYPE_KEY] = stripped.pop("logicalType")
         return stripped
     if isinstance(node, list):
-        return [_strip_logical_types(item) for item in node]
+        return [strip_logical_types(item) for item in node]
     return node
 
 
@@ -44,7 +52,7 @@ def load_schema(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise SchemaError(f"source.schema_file: {path} is not valid JSON: {exc}") from None
     try:
-        parsed = fastavro.parse_schema(_strip_logical_types(raw))
+        parsed = fastavro.parse_schema(strip_logical_types(raw))
     except (SchemaParseException, ValueError, TypeError, KeyError) as exc:
         raise SchemaError(f"source.schema_file: {path} is not a valid Avro schema: {exc}") from None
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
@@ -57,6 +65,11 @@ class AvroDecoder:
 
     def __init__(self, parsed_schema: dict[str, Any]) -> None:
         self._schema = parsed_schema
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The parsed schema records are read as (the mapping is compiled against it)."""
+        return self._schema
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
         """The record as a dict; DecodeError if the bytes are not exactly one record."""

@@ -114,7 +114,8 @@ class OffsetTracker:
     def mark_committed(self, positions: dict[TopicPartition, int]) -> None:
         """The broker acknowledged these positions."""
         for tp, position in positions.items():
-            if tp in self._partitions:
+            # Acknowledgements may arrive out of order: a position never moves back.
+            if tp in self._partitions and position > self._committed.get(tp, -1):
                 self._committed[tp] = position
 
     def committed(self) -> dict[TopicPartition, int]:

@@ -21,6 +21,8 @@ from connector.records import SourceRecord, TopicPartition
 log = logging.getLogger(__name__)
 
 RebalanceCallback = Callable[[list[TopicPartition]], Awaitable[None]]
+# (acknowledged positions, failed partitions with the reason) of one asynchronous commit.
+CommitCallback = Callable[[dict[TopicPartition, int], dict[TopicPartition, str]], None]
 
 
 class SourceError(Exception):
@@ -67,11 +69,13 @@ class KafkaSource:
         on_assign: RebalanceCallback,
         on_revoke: RebalanceCallback,
         on_lost: RebalanceCallback,
+        on_commit: CommitCallback = lambda _done, _failed: None,
         consumer_factory: ConsumerFactory = AIOConsumer,
     ) -> None:
         self._settings = settings
         self._callbacks = (on_assign, on_revoke, on_lost)
         self._factory = consumer_factory
+        self._on_commit_result = on_commit
         self._consumer: Any = None
         self._reported: set[tuple[int, str]] = set()
         # Set by the client's "all brokers down" error, cleared by any broker answer.
@@ -80,6 +84,7 @@ class KafkaSource:
     async def start(self) -> None:
         conf = consumer_config(self._settings)
         conf["error_cb"] = self._on_error
+        conf["on_commit"] = self._on_commit
         # librdkafka's own log lines go through Python logging, so through the redactor.
         conf["logger"] = logging.getLogger("librdkafka")
         self._consumer = self._factory(conf)
@@ -143,6 +148,28 @@ class KafkaSource:
         if key not in self._reported:
             self._reported.add(key)
             log.warning("consumer error (will keep polling): %s", error.str())
+
+    async def _on_commit(self, error: KafkaError | None, partitions: list[Any]) -> None:
+        # Served by consume(): the outcome of an asynchronous commit, per partition.
+        done: dict[TopicPartition, int] = {}
+        failed: dict[TopicPartition, str] = {}
+        for tp in partitions or []:
+            if tp.error is not None:
+                failed[(tp.topic, tp.partition)] = tp.error.str()
+            elif error is not None:
+                failed[(tp.topic, tp.partition)] = error.str()
+            else:
+                done[(tp.topic, tp.partition)] = tp.offset
+        self._on_commit_result(done, failed)
+
+    async def commit_async(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Send a commit and return at once; its outcome comes to ``on_commit`` later, from
+        ``consume``. The run loop never waits on the group coordinator this way."""
+        offsets = [KafkaTopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            await self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            raise CommitError(str(exc.args[0].str() if exc.args else exc)) from None
 
     async def commit(self, positions: Mapping[TopicPartition, int]) -> None:
         """Commit these positions synchronously; CommitError if the broker refused."""

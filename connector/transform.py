@@ -6,6 +6,10 @@ identityType/identityValue/platform/mpid/isWeChatEcosystem, properties→eventar
 An optional field whose value is null is omitted, never sent as null; so is an empty
 eventargs. Entries of eventargs pass through as they are, a null value included.
 Errors name the field, never its value (values are personal data).
+
+The connector itself runs the declarative mapping (connector/mapping.py); ``to_event`` is
+the hand-written reference of the default mapping, which a test holds byte for byte
+equal to it. ``encode_event`` and ``TransformError`` are shared by both.
 """
 
 from __future__ import annotations

@@ -76,6 +76,12 @@ def test_bad_config_fails_with_the_key_path(
         load_settings(write(tmp_path, text), environ=environ)
 
 
+def test_a_single_kafka_property_from_the_environment_is_taken_verbatim() -> None:
+    settings = load_settings(None, environ={"EVENT_SINK__KAFKA__PROPERTIES__SASL.PASSWORD": "{s3"})
+    assert settings.kafka.properties == {"sasl.password": "{s3"}
+    assert settings.secret_values() == ["{s3"]
+
+
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "absent.yaml", environ={})
