@@ -351,10 +351,15 @@ class Connector:
             )
             self._spawn(self._dead_letter(record, event.epoch, failure), "dlq")
 
-    async def _drain(self, timeout_s: float) -> int:
-        """Wait for in-flight batches; returns how many were still undelivered."""
+    async def _flush_and_drain(self) -> int:
+        """Send the open batch, then wait for in-flight work up to the drain timeout;
+        returns how many batches (or dead-letter writes) were still unfinished."""
+        batch = self._batcher.flush()
+        if batch is not None:
+            self._dispatch(batch)
         if not self._tasks:
             return 0
+        timeout_s = self._settings.shutdown.drain_timeout_s
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
         return len(pending)
 
@@ -373,6 +378,7 @@ class Connector:
         positions = self.tracker.committable()
         if not positions:
             return
+        _log_commit("committing offsets (asynchronously)", positions)
         try:
             await self._source.commit_async(positions)
         except CommitError as exc:
@@ -393,9 +399,7 @@ class Connector:
             self.tracker.mark_committed(done)
             self.stats.commits += 1
             self.metrics.offset_commits.labels("success").inc()
-            if log.isEnabledFor(logging.DEBUG):
-                text = ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(done.items()))
-                log.debug("offsets committed: %s", text)
+            _log_commit("offsets committed", done)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         """A synchronous commit (revoke, shutdown): returns once the broker answered."""
@@ -404,6 +408,7 @@ class Connector:
             positions = {tp: pos for tp, pos in positions.items() if tp in only}
         if not positions:
             return
+        _log_commit("committing offsets", positions)
         try:
             await self._source.commit(positions)
         except CommitError as exc:
@@ -471,11 +476,8 @@ class Connector:
 
     async def _on_revoke(self, tps: list[TopicPartition]) -> None:
         """Hand partitions over cleanly: send what is open, wait, commit, forget."""
-        log.info("partitions revoked: %s", _fmt(tps))
-        batch = self._batcher.flush()
-        if batch is not None:
-            self._dispatch(batch)
-        undelivered = await self._drain(self._settings.shutdown.drain_timeout_s)
+        log.info("revoking partitions: %s", _fmt(tps))
+        undelivered = await self._flush_and_drain()
         if undelivered:
             log.warning(
                 "%d batches still undelivered at revoke; their events will be read again "
@@ -483,6 +485,7 @@ class Connector:
                 undelivered,
             )
         await self._commit(only=set(tps))
+        log.info("partitions revoked: %s", _fmt(tps))
         self._forget(tps, "revoke")
 
     async def _on_lost(self, tps: list[TopicPartition]) -> None:
@@ -547,10 +550,7 @@ class Connector:
     # -- shutdown ------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        batch = self._batcher.flush()
-        if batch is not None:
-            self._dispatch(batch)
-        undelivered = await self._drain(self._settings.shutdown.drain_timeout_s)
+        undelivered = await self._flush_and_drain()
         if undelivered:
             log.warning(
                 "drain timeout: %d batches undelivered; they stay uncommitted and are "
@@ -598,3 +598,9 @@ def _fallback_uuid(record: SourceRecord) -> str:
         if name == UUID_HEADER and value:
             return value.decode("utf-8", "replace")
     return fallback_uuid(record.topic, record.partition, record.offset)
+
+
+def _log_commit(what: str, positions: dict[TopicPartition, int]) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        text = ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(positions.items()))
+        log.debug("%s: %s", what, text)
