@@ -25,6 +25,7 @@ inside a bucket; baseline: exact, from every record), peak RSS (VmHWM), CPU seco
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -60,7 +61,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass
 class RunResult:
-    kind: str  # "connector" or "baseline"
+    kind: str  # "baseline", "connector" (workers: 1) or "connector-2w" (workers: 2)
     repeat: int
     events: int
     wall_s: float
@@ -76,7 +77,7 @@ class RunResult:
 # --------------------------------------------------------------------------- /proc
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (every thread, librdkafka's included)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces; everything after its ")" is split safely.
@@ -92,10 +93,46 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def descendants(pid: int) -> list[int]:
+    """The process and every process under it (the workers of ``workers: N``)."""
+    found, index = [pid], 0
+    while index < len(found):
+        member = found[index]
+        index += 1
+        try:
+            children = Path(f"/proc/{member}/task/{member}/children").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        found += [int(child) for child in children.split()]
+    return found
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process and its live descendants."""
+    total = 0.0
+    for member in descendants(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total
+
+
+def peak_rss_per_process_mib(pid: int) -> float:
+    """The largest peak RSS of any one process in the tree (the target is per process)."""
+    peaks = [0.0]
+    for member in descendants(pid):
+        try:
+            peaks.append(_peak_rss_mib(member))
+        except OSError:
+            continue
+    return max(peaks)
+
+
 # --------------------------------------------------------------------------- waiting
 
 
-def _wait_committed(
+def wait_committed(
     admin: AdminClient,
     bootstrap: str,
     group: str,
@@ -121,23 +158,26 @@ def _wait_committed(
 
 # --------------------------------------------------------------------------- workloads
 
-#: Called once the process under test started, with its group and an "is it alive" check;
-#: returns the end offsets to wait for and how many events they hold.
-Workload = Callable[[str, Callable[[], bool]], tuple[Mapping[TopicPartition, int], int]]
+#: Called once the process under test started, with its group, an "is it alive" check and
+#: how many group members it runs; returns the end offsets to wait for and how many events
+#: they hold.
+Workload = Callable[[str, Callable[[], bool], int], tuple[Mapping[TopicPartition, int], int]]
 
 
 def backlog(produced: drills.Produced) -> Workload:
     """The events are on the topic before the process starts."""
 
     def workload(
-        _group: str, _alive: Callable[[], bool]
+        _group: str, _alive: Callable[[], bool], _members: int
     ) -> tuple[Mapping[TopicPartition, int], int]:
         return produced.end_offsets, produced.count
 
     return workload
 
 
-def _wait_joined(admin: AdminClient, group: str, topic: str, alive: Callable[[], bool]) -> None:
+def _wait_joined(
+    admin: AdminClient, group: str, topic: str, alive: Callable[[], bool], members: int
+) -> None:
     # Paced events must not wait for the group join, or their latency would include it.
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline and alive():
@@ -149,7 +189,14 @@ def _wait_joined(admin: AdminClient, group: str, topic: str, alive: Callable[[],
                 for member in found.members
                 for tp in (member.assignment.topic_partitions if member.assignment else [])
             }
-            if found.state == ConsumerGroupState.STABLE and len(assigned) == PARTITIONS:
+            # Every member in, every partition owned, each member with some: a rebalance
+            # still to come (a second worker joining) would otherwise land mid-run.
+            owners = [m for m in found.members if m.assignment and m.assignment.topic_partitions]
+            if (
+                found.state == ConsumerGroupState.STABLE
+                and len(assigned) == PARTITIONS
+                and len(owners) == members
+            ):
                 return
         except Exception:  # the group does not exist yet: not joined
             pass
@@ -161,8 +208,10 @@ def paced(admin: AdminClient, bootstrap: str, topic: str, count: int, rate: floa
     """Produce ``count`` events at ``rate`` per second once the process owns every
     partition: a load it can keep up with, so latency is the pipeline's, not the queue's."""
 
-    def workload(group: str, alive: Callable[[], bool]) -> tuple[Mapping[TopicPartition, int], int]:
-        _wait_joined(admin, group, topic, alive)
+    def workload(
+        group: str, alive: Callable[[], bool], members: int
+    ) -> tuple[Mapping[TopicPartition, int], int]:
+        _wait_joined(admin, group, topic, alive, members)
         schema = load_schema(drills.SCHEMA)
         # linger.ms 5: the record timestamp (CreateTime, set at produce()) stays close to the
         # moment it reaches the broker, so the producer adds little to the latency measured.
@@ -227,6 +276,22 @@ def _histogram_quantiles(
 # --------------------------------------------------------------------------- one run
 
 
+def connector_run_config(
+    bootstrap: str, group: str, topic: str, url: str, workers: int = 1
+) -> dict[str, Any]:
+    """The default config: only what must be set, the metrics port (free, to read the
+    latency histogram) and the number of workers. Not drills.connector_config: that one
+    tunes batching and retries."""
+    config: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": [topic]},
+        "http": {"url": url},
+        "metrics": {"port": 0},
+    }
+    if workers != 1:
+        config["workers"] = workers
+    return config
+
+
 def run_connector(
     work: Path,
     admin: AdminClient,
@@ -236,23 +301,18 @@ def run_connector(
     url: str,
     repeat: int,
     timeout_s: float,
+    workers: int = 1,
 ) -> RunResult:
     group = f"bench-connector-{uuid.uuid4().hex[:8]}"
-    # The default config: only what must be set (and the metrics port, free, to read the
-    # latency histogram). Not drills.connector_config: that one tunes batching and retries.
-    config = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": [topic]},
-        "http": {"url": url},
-        "metrics": {"port": 0},
-    }
+    config = connector_run_config(bootstrap, group, topic, url, workers)
     config_path = drills.write_config(work / f"connector-{repeat}.yaml", config)
     process = drills.ConnectorProcess(config_path, work / f"connector-{repeat}.log")
     try:
-        end_offsets, events = workload(group, lambda: process.alive)
-        _wait_committed(admin, bootstrap, group, end_offsets, lambda: process.alive, timeout_s)
+        end_offsets, events = workload(group, lambda: process.alive, workers)
+        wait_committed(admin, bootstrap, group, end_offsets, lambda: process.alive, timeout_s)
         wall_s = time.monotonic() - process.started_at
-        cpu_s = _cpu_seconds(process.pid)
-        rss = _peak_rss_mib(process.pid)
+        cpu_s = process_tree_cpu_seconds(process.pid)
+        rss = peak_rss_per_process_mib(process.pid)
         p50, p99 = _histogram_quantiles(process.metrics(), "event_sink_end_to_end_latency_seconds")
         code = process.terminate()
         if code != 0:
@@ -262,7 +322,8 @@ def run_connector(
         raise
     finally:
         process.close()
-    return _result("connector", repeat, events, wall_s, p50, p99, rss, cpu_s)
+    kind = "connector" if workers == 1 else f"connector-{workers}w"
+    return _result(kind, repeat, events, wall_s, p50, p99, rss, cpu_s)
 
 
 def run_baseline(
@@ -286,12 +347,12 @@ def run_baseline(
             argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        end_offsets, events = workload(group, lambda: process.poll() is None)
-        _wait_committed(
+        end_offsets, events = workload(group, lambda: process.poll() is None, 1)
+        wait_committed(
             admin, bootstrap, group, end_offsets, lambda: process.poll() is None, timeout_s
         )
         wall_s = time.monotonic() - started
-        cpu_s = _cpu_seconds(process.pid)
+        cpu_s = cpu_seconds(process.pid)
         rss = _peak_rss_mib(process.pid)
         process.terminate()
         code = process.wait(timeout=60)
@@ -353,15 +414,27 @@ def medians(results: list[RunResult], kind: str, workload: str) -> dict[str, flo
     return out
 
 
-def table(connector: Mapping[str, float | None], baseline: Mapping[str, float | None]) -> str:
+KINDS = ("baseline", "connector", "connector-2w")
+LABELS = {"baseline": "baseline", "connector": "1 worker", "connector-2w": "2 workers"}
+
+
+def table(columns: Mapping[str, Mapping[str, float | None]]) -> str:
+    """Medians per kind, then each connector kind over the baseline."""
+
     def cell(value: float | None, fmt: str) -> str:
         return "-" if value is None else fmt.format(value)
 
-    rows = [f"{'median':<22}{'connector':>12}{'baseline':>12}{'ratio c/b':>12}"]
+    kinds = [kind for kind in KINDS if kind in columns]
+    over = [kind for kind in kinds if kind != "baseline" and "baseline" in columns]
+    header = f"{'median':<22}" + "".join(f"{LABELS[k]:>12}" for k in kinds)
+    header += "".join(f"{LABELS[k] + ' / b':>16}" for k in over)
+    rows = [header]
     for key, label, fmt in METRICS:
-        c, b = connector[key], baseline[key]
-        ratio = "-" if c is None or not b else f"{c / b:.2f}"
-        rows.append(f"{label:<22}{cell(c, fmt):>12}{cell(b, fmt):>12}{ratio:>12}")
+        row = f"{label:<22}" + "".join(f"{cell(columns[k][key], fmt):>12}" for k in kinds)
+        for kind in over:
+            c, b = columns[kind][key], columns["baseline"][key]
+            row += f"{'-' if c is None or not b else f'{c / b:.2f}':>16}"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -378,6 +451,14 @@ def ratios(
 # --------------------------------------------------------------------------- main
 
 
+def _rates(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip() and float(part) > 0]
+
+
+def _workers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -386,7 +467,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="20,000 events, 1 repeat")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="per run")
     parser.add_argument(
-        "--paced-rate", type=float, default=2000.0, help="events/s offered; 0 skips paced runs"
+        "--workers",
+        type=_workers,
+        default=[1, 2],
+        help="connector runs, by workers: N (comma-separated; default 1,2)",
+    )
+    parser.add_argument(
+        "--paced-rates",
+        type=_rates,
+        default=[2000.0, 10000.0],
+        help="events/s offered in the paced runs (comma-separated; empty skips them)",
     )
     parser.add_argument("--paced-events", type=int, default=20_000)
     args = parser.parse_args(argv)
@@ -403,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = kafka.bootstrap_servers
         admin = drills.admin_client(bootstrap)
         sandbox = drills.SandboxProcess(work / "sandbox.log")
+        runners: list[Callable[..., RunResult]] = [run_baseline]
+        runners += [functools.partial(run_connector, workers=n) for n in args.workers]
         try:
             sandbox.set_faults(latency_ms=args.latency_ms)
             for repeat in range(args.repeats):
@@ -415,10 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"in {time.monotonic() - t0:.1f} s",
                     flush=True,
                 )
-                runners = [run_connector, run_baseline]
-                if repeat % 2:
-                    runners.reverse()
-                for runner in runners:
+                # A different order each repeat: in a backlog run a record's latency
+                # includes its wait on the topic, so a fixed order would favour the first.
+                order = runners[repeat % len(runners) :] + runners[: repeat % len(runners)]
+                for runner in order:
                     result = runner(
                         work,
                         admin,
@@ -431,52 +523,57 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     results.append(result)
                     print(f"  {json.dumps(asdict(result))}", flush=True)
-                if args.paced_rate <= 0:
-                    continue
-                for runner in runners:
-                    # A fresh, empty topic: the process joins, then events arrive at the rate.
-                    paced_topic = f"bench-paced-{repeat}-{uuid.uuid4().hex[:8]}"
-                    kafka.create_topic(paced_topic, PARTITIONS)
-                    result = runner(
-                        work,
-                        admin,
-                        bootstrap,
-                        paced_topic,
-                        paced(admin, bootstrap, paced_topic, args.paced_events, args.paced_rate),
-                        sandbox.url,
-                        repeat,
-                        args.timeout_s,
-                    )
-                    result.workload = "paced"
-                    results.append(result)
-                    print(f"  {json.dumps(asdict(result))}", flush=True)
+                for rate in args.paced_rates:
+                    for runner in order:
+                        # A fresh, empty topic: the process joins, then events arrive.
+                        paced_topic = f"bench-paced-{repeat}-{uuid.uuid4().hex[:8]}"
+                        kafka.create_topic(paced_topic, PARTITIONS)
+                        offered = paced(admin, bootstrap, paced_topic, args.paced_events, rate)
+                        result = runner(
+                            work,
+                            admin,
+                            bootstrap,
+                            paced_topic,
+                            offered,
+                            sandbox.url,
+                            repeat,
+                            args.timeout_s,
+                        )
+                        result.workload = f"paced-{rate:.0f}"
+                        results.append(result)
+                        print(f"  {json.dumps(asdict(result))}", flush=True)
         finally:
             sandbox.stop()
 
     summary: dict[str, Any] = {}
-    for workload in ("backlog", "paced"):
-        connector = medians(results, "connector", workload)
-        baseline = medians(results, "baseline", workload)
-        if all(value is None for value in connector.values()):
+    workloads = ["backlog", *(f"paced-{rate:.0f}" for rate in args.paced_rates)]
+    for workload in workloads:
+        columns = {kind: medians(results, kind, workload) for kind in KINDS}
+        columns = {k: v for k, v in columns.items() if any(x is not None for x in v.values())}
+        if not columns:
             continue
         summary[workload] = {
-            "connector": connector,
-            "baseline": baseline,
-            "ratio_connector_over_baseline": ratios(connector, baseline),
+            "medians": columns,
+            "ratio_over_baseline": {
+                kind: ratios(values, columns["baseline"])
+                for kind, values in columns.items()
+                if kind != "baseline" and "baseline" in columns
+            },
         }
         print()
         if workload == "backlog":
             print(f"backlog: {args.events:,} events on the topic before each process starts")
         else:
             print(
-                f"paced: {args.paced_events:,} events offered at {args.paced_rate:,.0f}/s after "
-                "the group joined (events/s here is only the offered rate over the run)"
+                f"{workload}: {args.paced_events:,} events offered at "
+                f"{workload.split('-')[1]}/s after the group joined (events/s here is only "
+                "the offered rate over the run)"
             )
         print(
             f"{args.repeats} repeat(s), sandbox latency {args.latency_ms} ms, "
             f"{os.cpu_count()} cores"
         )
-        print(table(connector, baseline))
+        print(table(columns))
     document: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "machine": {
@@ -492,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
             "partitions": PARTITIONS,
             "quick": args.quick,
             "paced_events": args.paced_events,
-            "paced_rate": args.paced_rate,
+            "paced_rates": args.paced_rates,
+            "workers": args.workers,
         },
         "medians": summary,
         "runs": [asdict(r) for r in results],

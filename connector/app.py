@@ -26,11 +26,11 @@ from connector.health import Check
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
-from connector.records import UUID_HEADER, Batch, EncodedEvent, SourceRecord, TopicPartition
+from connector.records import Batch, EncodedEvent, SourceRecord, TopicPartition
 from connector.registry import ConfluentDecoder, SchemaGatedSource
 from connector.sink import OVERRIDABLE, HttpSink, Outcome
 from connector.source import CommitError, ConsumerFactory, KafkaSource
-from connector.transform import TransformError, fallback_uuid
+from connector.transform import TransformError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ _COMMIT_STALL_S = 300.0
 # The consume loop may legitimately stand still while a revoke drains in-flight batches
 # (up to shutdown.drain_timeout_s); liveness allows that much and this margin on top.
 _LIVENESS_MARGIN_S = 60.0
+# The longest a consume call waits to fill up (see _wait_s).
+_MAX_CONSUME_WAIT_S = 0.1
+# When caught up, commit at once, but not more often than this.
+_IDLE_COMMIT_GAP_S = 0.2
 # Resume a paused source only once pending work has drained to this share of the cap,
 # so it does not flap between pause and resume on every batch.
 _RESUME_FRACTION = 0.5
@@ -200,7 +204,9 @@ class Connector:
         kafka = self._settings.kafka
         commit_every = kafka.commit_interval_ms / 1000
         await self._source.start()
+        idle_commit_gap = min(commit_every, _IDLE_COMMIT_GAP_S)
         next_commit = self._clock() + commit_every
+        last_commit = self._clock()
         next_progress = next_gauges = self._clock()
         try:
             while not stop.is_set():
@@ -209,18 +215,18 @@ class Connector:
                     raise self._failure
                 await self._apply_backpressure()
                 records = await self._source.consume(kafka.consume_max_messages, self._wait_s())
-                try:
-                    for record in records:
-                        self._ingest(record)
-                finally:
-                    self._count_consumed(records)
+                if records:
+                    self._ingest(records)
                 batch = self._batcher.poll()
                 if batch is not None:
                     self._dispatch(batch)
                 now = self._clock()
-                if now >= next_commit:
+                # Also commit as soon as the consumer is caught up (nothing came back):
+                # the end of a backlog is committed at once, not up to an interval later.
+                caught_up = not records and now >= last_commit + idle_commit_gap
+                if now >= next_commit or (caught_up and self.tracker.committable()):
                     await self._commit_in_background()
-                    next_commit = now + commit_every
+                    next_commit, last_commit = now + commit_every, now
                 if now >= next_gauges:
                     await self._refresh_gauges()
                     next_gauges = now + _GAUGE_INTERVAL_S
@@ -231,27 +237,40 @@ class Connector:
             await self._shutdown()
 
     def _wait_s(self) -> float:
-        """How long consume may block: not past the open batch's linger deadline."""
+        """How long consume may block: not past the open batch's linger deadline.
+
+        A consume call returns when it has ``consume_max_messages`` or when this time is
+        up, so at a modest rate every record waits for it: it is kept short. Under a
+        backlog the call returns at once, full.
+        """
         deadline = self._batcher.deadline()
         if deadline is None:
-            return 0.5
-        return min(0.5, max(0.0, deadline - self._clock()))
+            return _MAX_CONSUME_WAIT_S
+        return min(_MAX_CONSUME_WAIT_S, max(0.0, deadline - self._clock()))
 
-    def _ingest(self, record: SourceRecord) -> None:
-        tp = (record.topic, record.partition)
-        epoch = self.tracker.track(tp, record.offset)
-        try:
-            decoded = self._decoder.decode(record.value)
-        except DecodeError as exc:
-            self._invalid(InvalidRecordError(record, "decode", "undecodable", str(exc)), epoch)
-            return
-        try:
-            body = self._mapper.encode(decoded, _fallback_uuid(record), record.timestamp_ms)
-        except TransformError as exc:
-            self._invalid(InvalidRecordError(record, "transform", "unmappable", str(exc)), epoch)
-            return
-        for batch in self._batcher.add(
-            EncodedEvent(
+    def _ingest(self, records: list[SourceRecord]) -> None:
+        """Decode, map and batch one consume call's records.
+
+        The hot path: per record only decode, mapping and what cannot be shared; the
+        tracker and the consumed counter are told once per partition.
+        """
+        epochs = self._track(records)
+        encode, add = self._mapper.encode, self._batcher.add
+        decoded_all = self._decoder.decode_many([record.value for record in records])
+        for record, decoded in zip(records, decoded_all, strict=True):
+            epoch = epochs[record.topic, record.partition]
+            if isinstance(decoded, DecodeError):
+                error = InvalidRecordError(record, "decode", "undecodable", str(decoded))
+                self._invalid(error, epoch)
+                continue
+            try:
+                # The fallback uuid is made only for a record that has no uuid of its own.
+                body = encode(decoded, record.fallback_uuid, record.timestamp_ms)
+            except TransformError as exc:
+                error = InvalidRecordError(record, "transform", "unmappable", str(exc))
+                self._invalid(error, epoch)
+                continue
+            event = EncodedEvent(
                 record.topic,
                 record.partition,
                 record.offset,
@@ -260,8 +279,26 @@ class Connector:
                 record.timestamp_ms,
                 record,
             )
-        ):
-            self._dispatch(batch)
+            for batch in add(event):
+                self._dispatch(batch)
+
+    def _track(self, records: list[SourceRecord]) -> dict[TopicPartition, int]:
+        """Hand the records' offsets to the tracker and count them, per partition;
+        returns each partition's epoch. Before any record is decoded, so a record that
+        stops the connector leaves itself and those after it pending (uncommitted)."""
+        runs: dict[TopicPartition, list[int]] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            offsets = runs.get(tp)
+            if offsets is None:
+                runs[tp] = offsets = []
+            offsets.append(record.offset)
+        epochs = {}
+        for tp, offsets in runs.items():
+            epochs[tp] = self.tracker.track_run(tp, offsets)
+            self.metrics.records_consumed.labels(tp[0], str(tp[1])).inc(len(offsets))
+        self.stats.consumed += len(records)
+        return epochs
 
     def _invalid(self, error: InvalidRecordError, epoch: int) -> None:
         """A record that cannot become an event: dead-letter it, or stop (on_invalid)."""
@@ -270,18 +307,6 @@ class Connector:
             raise error
         failure = Failure(error.stage, error.kind, error.reason)
         self._spawn(self._dead_letter(error.record, epoch, failure), "dlq")
-
-    def _count_consumed(self, records: list[SourceRecord]) -> None:
-        """Per partition, once per consume call: a labelled counter per record costs too much."""
-        if not records:
-            return
-        counts: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = (record.topic, record.partition)
-            counts[tp] = counts.get(tp, 0) + 1
-        for (topic, partition), count in counts.items():
-            self.metrics.records_consumed.labels(topic, str(partition)).inc(count)
-        self.stats.consumed += len(records)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -310,16 +335,20 @@ class Connector:
         async with self._slots:
             result = await self._sink.send(batch)
         refused = {id(event) for event, _ in result.refused}
-        now_s = self._wall_clock()
-        latency = self.metrics.end_to_end_latency
+        now_ms = self._wall_clock() * 1000
         by_partition: dict[tuple[str, int, int], list[int]] = {}
+        latencies: list[float] = []
         for event in batch.events:
-            if id(event) in refused:
+            if refused and id(event) in refused:
                 continue
             key = (event.topic, event.partition, event.epoch)
-            by_partition.setdefault(key, []).append(event.offset)
+            offsets = by_partition.get(key)
+            if offsets is None:
+                by_partition[key] = offsets = []
+            offsets.append(event.offset)
             if event.timestamp_ms is not None:
-                latency.observe(max(0.0, now_s - event.timestamp_ms / 1000))
+                latencies.append((now_ms - event.timestamp_ms) / 1000)
+        self.metrics.end_to_end_latency.observe_many(latencies)
         for (topic, partition, epoch), offsets in by_partition.items():
             self.tracker.resolve((topic, partition), epoch, offsets)
             self.metrics.records_delivered.labels(topic, str(partition)).inc(len(offsets))
@@ -590,14 +619,6 @@ class Connector:
 
 def _fmt(tps: list[TopicPartition]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "none"
-
-
-def _fallback_uuid(record: SourceRecord) -> str:
-    """The uuid of an event without event_id: from its position, or kept through a replay."""
-    for name, value in record.headers:
-        if name == UUID_HEADER and value:
-            return value.decode("utf-8", "replace")
-    return fallback_uuid(record.topic, record.partition, record.offset)
 
 
 def _log_commit(what: str, positions: dict[TopicPartition, int]) -> None:

@@ -33,8 +33,10 @@ from connector.health import HealthServer
 from connector.mapping import mapper_for, sample_record
 from connector.metrics import Metrics
 from connector.registry import ConfluentDecoder, RegistryClient
+from connector.runtime import run_async, tune_gc
 from connector.source import SourceError
 from connector.transform import TransformError, fallback_uuid
+from connector.workers import Supervisor, write_port_file
 
 log = logging.getLogger("connector")
 
@@ -53,7 +55,11 @@ class RunOutcome:
 
 
 async def run_connector(
-    settings: Settings, token: TokenSource, stop: asyncio.Event, outcome: RunOutcome
+    settings: Settings,
+    token: TokenSource,
+    stop: asyncio.Event,
+    outcome: RunOutcome,
+    port_file: Path | None = None,
 ) -> None:
     """Run one connector until ``stop`` is set, with its metrics and health endpoints.
 
@@ -81,11 +87,13 @@ async def run_connector(
                 metrics=metrics,
                 dead_letters=dead_letters,
             )
-            health = HealthServer(
+            health = HealthServer.for_connector(
                 metrics.registry, connector, host=settings.metrics.host, port=settings.metrics.port
             )
             async with health:
                 log.info("metrics and health on port %d", health.port)
+                if port_file is not None:  # a worker of `workers: N`: tell the supervisor
+                    write_port_file(port_file, health.port)
                 try:
                     await connector.run(stop)
                 finally:
@@ -114,20 +122,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     logs.configure(
-        args.log_level or settings.log.level, args.log_format or settings.log.format, redactor
+        args.log_level or settings.log.level,
+        args.log_format or settings.log.format,
+        redactor,
+        worker=args.worker_index,
     )
+    if settings.workers > 1 and args.worker_index is None:
+        return _supervise(args, settings)
 
     outcome = RunOutcome()
+    tune_gc()
 
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await run_connector(settings, token, stop, outcome)
+        await run_connector(settings, token, stop, outcome, args.worker_port_file)
 
     log.info("event-sink %s starting: topics %s", __version__, ", ".join(settings.kafka.topics))
     code = EXIT_OK
     try:
-        asyncio.run(main())
+        run_async(main())
     except (InvalidRecordError, RefusedByApiError, SourceError) as exc:
         log.error("%s", exc)
         code = EXIT_FAILED
@@ -138,6 +152,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("exiting without waiting for the Kafka client")
         logging.shutdown()
         os._exit(code)
+    if code == EXIT_OK:
+        log.info("stopped cleanly")
+    return code
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``workers: N`` with N > 1: run N worker processes (connector/workers.py)."""
+    passthrough = []
+    if args.log_level:
+        passthrough += ["--log-level", args.log_level]
+    if args.log_format:
+        passthrough += ["--log-format", args.log_format]
+    supervisor = Supervisor(
+        settings.workers,
+        config=args.config,
+        passthrough=passthrough,
+        host=settings.metrics.host,
+        port=settings.metrics.port,
+        # A worker stops within its drain timeout plus 10 s for the final commit.
+        stop_timeout_s=settings.shutdown.drain_timeout_s + 10 + 15,
+    )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        return await supervisor.run(stop)
+
+    log.info(
+        "event-sink %s starting %d workers: topics %s",
+        __version__,
+        settings.workers,
+        ", ".join(settings.kafka.topics),
+    )
+    code = run_async(main())
     if code == EXIT_OK:
         log.info("stopped cleanly")
     return code
@@ -225,7 +273,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     faults = sandbox.faults_from_args(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(sandbox.serve(args.host, args.port, args.token, faults, path=args.path))
+        run_async(sandbox.serve(args.host, args.port, args.token, faults, path=args.path))
     return EXIT_OK
 
 
@@ -255,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the connector")
     run.add_argument("--config", type=Path, help="YAML config file (see config/)")
+    # Set by the `workers: N` supervisor on the processes it starts; not for users.
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--worker-port-file", type=Path, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate and print the effective config")

@@ -89,3 +89,38 @@ class AvroDecoder:
         if not isinstance(record, dict):
             raise DecodeError("the schema's top level is not a record")
         return record
+
+    def decode_many(self, values: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
+        """``decode`` for each value, with the error in place of a record it refuses.
+
+        Reads the values one after another from one joined buffer: fastavro is about a
+        quarter faster that way than with a buffer per value. A record that does not end
+        exactly where its value ends (corrupt, trailing bytes) is decoded again on its own,
+        so the verdict and the error are exactly what ``decode`` gives.
+        """
+        buffer = io.BytesIO(b"".join(value for value in values if value))
+        read, tell, seek = fastavro.schemaless_reader, buffer.tell, buffer.seek
+        schema = self._schema
+        out: list[dict[str, Any] | DecodeError] = []
+        end = 0
+        for value in values:
+            if not value:
+                out.append(self._verdict(value))
+                continue
+            end += len(value)
+            try:
+                record = read(buffer, schema, None)
+            except Exception:  # fastavro raises many types on corrupt input
+                record = None
+            if type(record) is not dict or tell() != end:
+                out.append(self._verdict(value))
+                seek(end)
+                continue
+            out.append(record)
+        return out
+
+    def _verdict(self, value: bytes | None) -> dict[str, Any] | DecodeError:
+        try:
+            return self.decode(value)
+        except DecodeError as exc:
+            return exc

@@ -26,6 +26,7 @@ from connector.app import Connector
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
 from connector.records import TopicPartition
+from connector.runtime import run_async
 from connector.sandbox import Faults, SandboxServer
 
 log = logging.getLogger(__name__)
@@ -213,4 +214,4 @@ def main(args: argparse.Namespace) -> int:
         end_offsets = produce_samples(
             kafka.bootstrap_servers, topic, args.events, args.seed, parsed_schema
         )
-        return asyncio.run(_demo(args, kafka.bootstrap_servers, topic, end_offsets))
+        return run_async(_demo(args, kafka.bootstrap_servers, topic, end_offsets))

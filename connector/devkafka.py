@@ -9,13 +9,11 @@ one JVM) on free loopback ports, in a temporary directory it removes on exit.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +31,8 @@ from confluent_kafka.admin import AdminClient
 # confluent_kafka.admin re-exports NewTopic without marking it public, which mypy --strict
 # rejects; cimpl is where the typed class is defined.
 from confluent_kafka.cimpl import NewTopic
+
+from connector.runtime import terminate_with_parent
 
 __all__ = [
     "DEPENDENCY_PLUGIN_VERSION",
@@ -573,7 +573,7 @@ class LocalKafka:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=run_dir,
-                preexec_fn=_terminate_with_parent(),
+                preexec_fn=terminate_with_parent(),
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -644,24 +644,6 @@ class LocalKafka:
             tmp, self._tmp = self._tmp, None
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _terminate_with_parent() -> Callable[[], None] | None:
-    # If this process dies without running __exit__ (SIGKILL, an unhandled SIGTERM, os._exit),
-    # the kernel sends the broker SIGTERM instead of leaving a 512 MB JVM behind. Linux only;
-    # it fires when the *thread* that started the broker exits, so start it from a thread that
-    # lives as long as the broker should. prctl is looked up here, before the fork, so the
-    # child only makes the call.
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def set_death_signal() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-
-    return set_death_signal
 
 
 class _PortTaken(Exception):

@@ -9,6 +9,7 @@ Both answer a short JSON object saying why.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -30,20 +31,46 @@ class HealthSource(Protocol):
 
 
 class HealthServer:
-    """Serves the registry and the checks on ``host:port`` (port 0 picks a free one)."""
+    """Serves metrics and the checks on ``host:port`` (port 0 picks a free one).
+
+    What it serves comes as coroutines, so the ``workers: N`` supervisor can gather its
+    answers from its workers; ``for_connector`` serves one process's registry and checks.
+    """
 
     def __init__(
-        self, registry: CollectorRegistry, health: HealthSource, *, host: str, port: int
+        self,
+        metrics: Callable[[], Awaitable[bytes]],
+        *,
+        liveness: Callable[[], Awaitable[Check]],
+        readiness: Callable[[], Awaitable[Check]],
+        host: str,
+        port: int,
     ) -> None:
-        self._registry = registry
-        self._health = health
+        self._render = metrics
+        self._liveness = liveness
+        self._readiness = readiness
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
         self.port = port
 
+    @classmethod
+    def for_connector(
+        cls, registry: CollectorRegistry, health: HealthSource, *, host: str, port: int
+    ) -> HealthServer:
+        async def metrics() -> bytes:
+            return generate_latest(registry)
+
+        async def liveness() -> Check:
+            return health.liveness()
+
+        async def readiness() -> Check:
+            return health.readiness()
+
+        return cls(metrics, liveness=liveness, readiness=readiness, host=host, port=port)
+
     async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        body = await self._render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @staticmethod
@@ -53,10 +80,10 @@ class HealthServer:
         return web.Response(status=status, text=body, content_type="application/json")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return self._answer(self._health.liveness())
+        return self._answer(await self._liveness())
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        return self._answer(self._health.readiness())
+        return self._answer(await self._readiness())
 
     async def start(self) -> None:
         app = web.Application()

@@ -20,6 +20,7 @@ LogFormat = Literal["json", "plain"]
 
 # The structured fields the connector attaches with ``extra=``, in print order.
 FIELDS = (
+    "worker",  # the worker's index under `workers: N`
     "topic",
     "partition",
     "offset",
@@ -81,6 +82,16 @@ class JsonFormatter(logging.Formatter):
         return self._redactor.scrub(line)
 
 
+class _WorkerField(logging.Filter):
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self._worker
+        return True
+
+
 class PlainFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -92,9 +103,14 @@ class PlainFormatter(logging.Formatter):
         return self._redactor.scrub(f"{line} {extras}" if extras else line)
 
 
-def configure(level: str, fmt: LogFormat, redactor: Redactor) -> None:
-    """Route every logger (librdkafka's and aiohttp's too) through one formatter."""
+def configure(level: str, fmt: LogFormat, redactor: Redactor, worker: int | None = None) -> None:
+    """Route every logger (librdkafka's and aiohttp's too) through one formatter.
+
+    ``worker``: under ``workers: N``, every line of that process carries its index.
+    """
     handler = logging.StreamHandler(sys.stderr)
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     formatter = JsonFormatter(redactor) if fmt == "json" else PlainFormatter(redactor)
     handler.setFormatter(formatter)
     root = logging.getLogger()

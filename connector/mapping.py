@@ -356,9 +356,15 @@ class Mapper:
         self.sample_hints = sample_hints  # path → a value that makes a good sample
 
     def to_event(
-        self, record: Mapping[str, Any], fallback_uuid: str, timestamp_ms: int | None = None
+        self,
+        record: Mapping[str, Any],
+        fallback_uuid: str | Callable[[], str],
+        timestamp_ms: int | None = None,
     ) -> dict[str, Any]:
         """The API event; TransformError names the field when the record cannot be one.
+
+        ``fallback_uuid`` may be a function: it is called only for a record without a
+        uuid of its own (most records have one; the fallback costs an allocation).
 
         Decimals in eventargs are held as marked exact text; ``encode`` writes them as
         JSON numbers.
@@ -375,9 +381,9 @@ class Mapper:
                 event["time"] = moment
         if self._uuid is not None:
             uuid = self._uuid(record)
-            event["uuid"] = uuid if uuid else fallback_uuid
+            event["uuid"] = uuid if uuid else _resolve(fallback_uuid)
         else:
-            event["uuid"] = fallback_uuid
+            event["uuid"] = _resolve(fallback_uuid)
         event["eventKey"] = self._event_key(record)
         if self._intid is not None:
             intid = self._intid(record)
@@ -390,7 +396,10 @@ class Mapper:
         return event
 
     def encode(
-        self, record: Mapping[str, Any], fallback_uuid: str, timestamp_ms: int | None = None
+        self,
+        record: Mapping[str, Any],
+        fallback_uuid: str | Callable[[], str],
+        timestamp_ms: int | None = None,
     ) -> bytes:
         """The event as compact UTF-8 JSON (what goes into a batch)."""
         event = self.to_event(record, fallback_uuid, timestamp_ms)
@@ -401,6 +410,10 @@ class Mapper:
         except ValueError as exc:
             raise TransformError(f"eventargs: {exc}") from None
         return _MARKED_NUMBER.sub(r"\1", text).encode("utf-8")
+
+
+def _resolve(fallback_uuid: str | Callable[[], str]) -> str:
+    return fallback_uuid if isinstance(fallback_uuid, str) else fallback_uuid()
 
 
 def _value_spec(

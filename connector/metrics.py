@@ -8,7 +8,10 @@ user id. Series whose labels are known up front are created at zero, so a dashbo
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import threading
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +20,9 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from connector import __version__
 
@@ -29,7 +35,11 @@ COMMIT_OUTCOMES = ("success", "failure")
 # The API takes at most 500 events per request.
 _BATCH_EVENT_BUCKETS = (1, 10, 50, 100, 200, 300, 400, 499, 500)
 _BATCH_BYTE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2e6, 4e6, 8e6)
-_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# Fine below 2 s, where a "p99 under 1 s" objective is read; coarse for backlogs.
+_LATENCY_BUCKETS = (
+    *(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1, 1.25, 1.5, 2),
+    *(2.5, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
+)
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -38,6 +48,58 @@ def status_class(status: int | None) -> str:
     if status is None or not 100 <= status <= 599:
         return "error"
     return f"{status // 100}xx"
+
+
+class BulkHistogram(Collector):
+    """A histogram fed a whole batch of observations at once.
+
+    The end-to-end latency is observed for every event: ``Histogram.observe`` takes a
+    lock per call (about 1.5 µs), this takes one per batch and a bisect per value.
+    Exposed exactly like a ``Histogram`` (``_bucket``, ``_count``, ``_sum``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Iterable[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = sorted(float(bound) for bound in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()  # scrapes may come from another thread
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Observe each value; negative ones (clock skew) count as 0."""
+        bounds, counts, total = self._bounds, self._counts, 0.0
+        with self._lock:
+            for value in values:
+                if value < 0.0:
+                    value = 0.0
+                counts[bisect.bisect_left(bounds, value)] += 1
+                total += value
+            self._sum += total
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self._bounds, float("inf")], counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets, sum_value=total
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation)
 
 
 class Metrics:
@@ -107,11 +169,11 @@ class Metrics:
             buckets=_BATCH_BYTE_BUCKETS,
             registry=registry,
         )
-        self.end_to_end_latency = Histogram(
+        self.end_to_end_latency = BulkHistogram(
             p + "end_to_end_latency_seconds",
             "From the record's Kafka timestamp to the API's acceptance.",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
+            _LATENCY_BUCKETS,
+            registry,
         )
         self.consumer_lag = Gauge(
             p + "consumer_lag",

@@ -9,6 +9,7 @@ next record read after them. Pure: no Kafka, no I/O.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable
 
@@ -86,6 +87,20 @@ class OffsetTracker:
         state.read.append(offset)
         self._pending += 1
         return state.epoch
+
+    def track_run(self, tp: TopicPartition, offsets: list[int]) -> int:
+        """``track`` for several offsets of one partition, in read order; one call per
+        partition and consume call instead of one per record."""
+        if not offsets:
+            raise ValueError(f"{tp}: no offsets to track")
+        for before, after in itertools.pairwise(offsets):
+            if after <= before:
+                raise ValueError(f"{tp}: offset {after} read after {before}")
+        epoch = self.track(tp, offsets[0])
+        state = self._partitions[tp]
+        state.read.extend(offsets[1:])
+        self._pending += len(offsets) - 1
+        return epoch
 
     def resolve(self, tp: TopicPartition, epoch: int, offsets: Iterable[int]) -> None:
         """Mark records delivered (or otherwise done). Stale epochs are ignored."""

@@ -175,6 +175,10 @@ class ConfluentDecoder(AvroDecoder):
             raise DecodeError("the writer schema's top level is not a record")
         return record
 
+    def decode_many(self, values: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
+        # Each value names its own writer schema: no joined buffer here.
+        return [self._verdict(value) for value in values]
+
 
 def _writer_schema(schema_id: int, answer: dict[str, Any] | None) -> dict[str, Any] | str:
     """The parsed writer schema, or why records with this id can only be dead-lettered."""

@@ -75,6 +75,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from connector.runtime import run_async
+
 __all__ = [
     "DEFAULT_PATH",
     "MAX_EVENTS_PER_REQUEST",
@@ -1038,7 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         await serve(ns.host, ns.port, ns.token, faults, ns.path, keep_events=ns.keep_events)
 
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(run())
+        run_async(run())
     return 0
 
 

@@ -42,6 +42,10 @@ def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "partition.assignment.strategy": "cooperative-sticky",
         "auto.offset.reset": "earliest",
+        # A rebalance reaches a member with its next heartbeat, and a cooperative one
+        # takes two rounds: at the client's 3 s default, adding a member (a worker of
+        # `workers: N`, a new pod) stalls the partitions that move for about 6 s.
+        "heartbeat.interval.ms": 500,
     }
     conf.update(settings.properties)
     conf.update(
@@ -120,14 +124,16 @@ class KafkaSource:
             raise SourceError(f"consumer failed: {exc}") from None
         if messages:
             self.brokers_down = False
-        records = []
+        records: list[SourceRecord] = []
+        append = records.append  # per message: keep the loop lean
         for message in messages:
             error = message.error()
             if error is not None:
                 self._message_error(error)
                 continue
             timestamp_type, timestamp = message.timestamp()
-            records.append(
+            headers = message.headers()
+            append(
                 SourceRecord(
                     message.topic(),
                     message.partition(),
@@ -135,7 +141,7 @@ class KafkaSource:
                     message.key(),
                     message.value(),
                     timestamp if timestamp_type else None,
-                    tuple(message.headers() or ()),
+                    tuple(headers) if headers else (),
                 )
             )
         return records

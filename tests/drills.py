@@ -399,7 +399,10 @@ class ConnectorProcess(_ChildProcess):
         deadline = time.monotonic() + timeout_s
         while self._metrics_port is None:
             for record in self.log_records():
-                match = re.fullmatch(r"metrics and health on port (\d+)", record.get("msg", ""))
+                if "worker" in record:  # under `workers: N`, the supervisor's port counts
+                    continue
+                msg = record.get("msg", "")
+                match = re.fullmatch(r"metrics and health (?:of \d+ workers )?on port (\d+)", msg)
                 if match:
                     self._metrics_port = int(match.group(1))
                     break

@@ -81,7 +81,9 @@ async def test_metrics_match_what_the_api_received_and_lag_reaches_zero(kafka: A
                 token=lambda: TOKEN,
                 metrics=metrics,
             )
-            async with HealthServer(metrics.registry, connector, host="127.0.0.1", port=0) as hs:
+            async with HealthServer.for_connector(
+                metrics.registry, connector, host="127.0.0.1", port=0
+            ) as hs:
                 task = asyncio.create_task(connector.run(stop))
                 deadline = time.monotonic() + 90
                 lag: list[float] = []
@@ -153,7 +155,9 @@ async def test_readyz_fails_while_the_api_refuses_the_token_and_nothing_is_commi
                 token=lambda: "a-wrong-token",
                 metrics=metrics,
             )
-            async with HealthServer(metrics.registry, connector, host="127.0.0.1", port=0) as hs:
+            async with HealthServer.for_connector(
+                metrics.registry, connector, host="127.0.0.1", port=0
+            ) as hs:
                 task = asyncio.create_task(connector.run(stop))
                 deadline = time.monotonic() + 60
                 status, body = 200, ""

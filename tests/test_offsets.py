@@ -37,15 +37,23 @@ def reads_and_completion_order(draw: st.DrawFn) -> tuple[list[int], list[list[in
     return offsets, list(order)
 
 
-@given(reads_and_completion_order())
+@given(reads_and_completion_order(), st.lists(st.integers(min_value=1, max_value=10)))
 def test_position_never_passes_an_unresolved_offset(
-    case: tuple[list[int], list[list[int]]],
+    case: tuple[list[int], list[list[int]]], read_sizes: list[int]
 ) -> None:
     offsets, completion = case
     tracker = OffsetTracker()
     tracker.assign([TP])
     epoch = 0
-    for offset in offsets:
+    # Read as the connector does: runs of one partition's offsets per consume call
+    # (track_run), with single reads (track) once the drawn run sizes are used up.
+    index = 0
+    for size in read_sizes:
+        run = offsets[index : index + size]
+        if run:
+            epoch = tracker.track_run(TP, run)
+        index += size
+    for offset in offsets[index:]:
         epoch = tracker.track(TP, offset)
     delivered: set[int] = set()
     for batch in completion:
@@ -128,6 +136,16 @@ def test_offsets_must_increase() -> None:
         tracker.track(TP, 5)
     with pytest.raises(ValueError, match="read after"):
         tracker.track(TP, 3)
+
+
+def test_a_run_of_offsets_must_increase_and_is_refused_whole() -> None:
+    tracker = OffsetTracker()
+    tracker.track_run(TP, [3, 4, 7])
+    for bad in ([7, 8], [8, 10, 10], [9, 8], []):
+        with pytest.raises(ValueError, match=r"read after|no offsets"):
+            tracker.track_run(TP, bad)
+    assert tracker.pending == 3  # nothing of a refused run was tracked
+    assert tracker.track_run(TP, [8, 9]) == tracker.track(TP, 10)
 
 
 def test_pending_by_partition() -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connector.decode import AvroDecoder, DecodeError, SchemaError, load_schema
 from connector.samples import encode, sample_events
@@ -140,9 +142,19 @@ def test_records_the_api_would_refuse_are_refused_by_name(
     assert "18888888888" not in str(info.value)  # never a field's value
 
 
-def test_non_finite_numbers_have_no_json_form() -> None:
-    event = to_event(record(properties={"c_price": math.nan}), "fallback")
-    with pytest.raises(TransformError, match="eventargs"):
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, -math.inf, {"nested": [1.0, math.nan]}], ids=repr
+)
+def test_non_finite_numbers_have_no_json_form(value: Any) -> None:
+    # The JSON encoder (orjson) would write NaN as null: refused, never altered.
+    event = to_event(record(properties={"c_price": value}), "fallback")
+    with pytest.raises(TransformError, match="eventargs: NaN or an infinite number"):
+        encode_event(event)
+
+
+def test_a_string_that_is_not_unicode_text_is_refused_not_crashed_on() -> None:
+    event = to_event(record(properties={"c_goods": "half a pair \ud800"}), "fallback")
+    with pytest.raises(TransformError, match="cannot be written as JSON"):
         encode_event(event)
 
 
@@ -200,6 +212,48 @@ def test_truncated_record_is_refused() -> None:
     cut = rng.randrange(1, len(good) - 1)
     with pytest.raises(DecodeError):
         AvroDecoder(schema).decode(good[:cut])
+
+
+_GOOD = [
+    encode(load_schema(SCHEMA), record)
+    for record in sample_events(8, seed=11, base_time_ms=1_700_000_000_000)
+]
+
+
+@st.composite
+def message_values(draw: st.DrawFn) -> bytes | None:
+    """Good records, and the ways a value goes wrong: cut short, extra bytes, noise, none."""
+    good = draw(st.sampled_from(_GOOD))
+    kind = draw(st.sampled_from(["good", "good", "cut", "extra", "noise", "empty"]))
+    if kind == "cut":
+        return good[: draw(st.integers(min_value=1, max_value=len(good) - 1))]
+    if kind == "extra":
+        return good + draw(st.binary(min_size=1, max_size=8))
+    if kind == "noise":
+        return draw(st.binary(min_size=1, max_size=64))
+    if kind == "empty":
+        return draw(st.sampled_from([None, b""]))
+    return good
+
+
+@given(st.lists(message_values(), max_size=12))
+def test_decoding_a_chunk_gives_what_decoding_each_value_gives(
+    values: list[bytes | None],
+) -> None:
+    # decode_many reads one joined buffer: a bad value must neither spill into its
+    # neighbours nor be judged differently than on its own.
+    decoder = AvroDecoder(load_schema(SCHEMA))
+    expected: list[Any] = []
+    for value in values:
+        try:
+            expected.append(decoder.decode(value))
+        except DecodeError as exc:
+            expected.append(("refused", str(exc)))
+    found = [
+        ("refused", str(got)) if isinstance(got, DecodeError) else got
+        for got in decoder.decode_many(values)
+    ]
+    assert found == expected
 
 
 def test_bad_schema_files_fail_with_the_file_named(tmp_path: Path) -> None:

@@ -1,0 +1,54 @@
+"""Process plumbing shared by the entry points: the event loop, child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, on a uvloop event loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+# Collect the youngest generation after this many net new container objects (CPython's
+# default: 700). Decoded records die by reference counting, not by the collector; at
+# 700 the collector ran about 2,000 times per 200,000 records and took 7 % of the CPU.
+_GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Call once start-up is done: what exists now (modules, classes, the config) is
+    never garbage, so the collector stops walking it, and it runs far less often."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
+
+
+def terminate_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies.
+
+    If the parent dies without cleaning up (SIGKILL, os._exit), its children stop instead
+    of running on unattended. Linux only (None elsewhere); it fires when the *thread* that
+    started the child exits, so start children from a thread that lives as long as they
+    should. prctl is looked up here, before the fork, so the child only makes the call.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+    return set_death_signal
