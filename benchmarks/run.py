@@ -479,6 +479,15 @@ def main(argv: list[str] | None = None) -> int:
         help="events/s offered in the paced runs (comma-separated; empty skips them)",
     )
     parser.add_argument("--paced-events", type=int, default=20_000)
+    parser.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="connector runs only (e.g. the 1,000,000-event memory run: the baseline "
+        "would take minutes)",
+    )
+    parser.add_argument(
+        "--label", default="", help="results go to results/<date>-<label>.json (quick: 'quick')"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.repeats, args.paced_events = 20_000, 1, 5_000
@@ -493,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = kafka.bootstrap_servers
         admin = drills.admin_client(bootstrap)
         sandbox = drills.SandboxProcess(work / "sandbox.log")
-        runners: list[Callable[..., RunResult]] = [run_baseline]
+        runners: list[Callable[..., RunResult]] = [] if args.skip_baseline else [run_baseline]
         runners += [functools.partial(run_connector, workers=n) for n in args.workers]
         try:
             sandbox.set_faults(latency_ms=args.latency_ms)
@@ -591,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             "paced_events": args.paced_events,
             "paced_rates": args.paced_rates,
             "workers": args.workers,
+            "skip_baseline": args.skip_baseline,
         },
         "medians": summary,
         "runs": [asdict(r) for r in results],
@@ -600,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     RESULTS_DIR.mkdir(exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    label = args.label or ("quick" if args.quick else "")
+    suffix = f"-{label}" if label else ""
     path = RESULTS_DIR / f"{started.strftime('%Y-%m-%d')}{suffix}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nwritten to {path.relative_to(ROOT)}")

@@ -174,7 +174,8 @@ class MappingSettings(_Section):
 class BatchSettings(_Section):
     max_events: Annotated[int, Field(ge=1, le=500)] = 500
     max_bytes: Annotated[int, Field(ge=1024)] = 4_000_000
-    linger_ms: Annotated[int, Field(ge=0, le=600_000)] = 500
+    # Bounds a record's wait for its batch at modest rates (p99 under 1 s at 1 to 10k/s).
+    linger_ms: Annotated[int, Field(ge=0, le=600_000)] = 200
 
 
 class RetrySettings(_Section):

@@ -46,6 +46,10 @@ def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
         # takes two rounds: at the client's 3 s default, adding a member (a worker of
         # `workers: N`, a new pod) stalls the partitions that move for about 6 s.
         "heartbeat.interval.ms": 500,
+        # librdkafka prefetches up to 64 MiB by default; at tens of thousands of records
+        # a second 16 MiB is still seconds of work, and it keeps a large backlog from
+        # pushing the process past its memory budget.
+        "queued.max.messages.kbytes": 16384,
     }
     conf.update(settings.properties)
     conf.update(
@@ -81,6 +85,7 @@ class KafkaSource:
         self._factory = consumer_factory
         self._on_commit_result = on_commit
         self._consumer: Any = None
+        self._closing = False
         self._reported: set[tuple[int, str]] = set()
         # Set by the client's "all brokers down" error, cleared by any broker answer.
         self.brokers_down = False
@@ -223,7 +228,14 @@ class KafkaSource:
         await self._consumer.resume([KafkaTopicPartition(t, p) for t, p in tps])
 
     async def close(self) -> None:
-        """Leave the group (this runs the revoke callback for what is still assigned)."""
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.close()
+        """Leave the group (this runs the revoke callback for what is still assigned).
+
+        The consumer stays in place until close returns: the revoke callback it runs
+        commits what was delivered since the last commit, through this source.
+        """
+        if self._consumer is not None and not self._closing:
+            self._closing = True
+            try:
+                await self._consumer.close()
+            finally:
+                self._consumer = None

@@ -174,13 +174,13 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> int:
         """Until ``stop`` or a worker's exit; returns the exit code for the supervisor."""
         with tempfile.TemporaryDirectory(prefix="event-sink-workers-") as tmp:
-            for index in range(self._count):
-                port_file = Path(tmp) / f"worker-{index}.port"
-                argv = worker_argv(self._config, index, port_file, self._passthrough)
-                process = self._launch(argv, worker_env(dict(os.environ)))
-                self._workers.append(Worker(index, process, port_file))
-            log.info("started %d workers: pids %s", self._count, self._pids())
             try:
+                for index in range(self._count):
+                    port_file = Path(tmp) / f"worker-{index}.port"
+                    argv = worker_argv(self._config, index, port_file, self._passthrough)
+                    process = self._launch(argv, worker_env(dict(os.environ)))
+                    self._workers.append(Worker(index, process, port_file))
+                log.info("started %d workers: pids %s", self._count, self._pids())
                 timeout = aiohttp.ClientTimeout(total=_SCRAPE_TIMEOUT_S)
                 async with aiohttp.ClientSession(timeout=timeout) as self._session:
                     server = HealthServer(
@@ -194,9 +194,12 @@ class Supervisor:
                         log.info(
                             "metrics and health of %d workers on port %d", self._count, server.port
                         )
-                        return await self._watch(stop)
+                        code = await self._watch(stop)
             finally:
-                await self._stop_all()
+                codes = await self._stop_all()
+        # A worker that did not stop cleanly on request says so in the pod's exit code.
+        failed = [c if c > 0 else EXIT_WORKER_KILLED for c in codes if c != 0]
+        return code or (failed[0] if failed else 0)
 
     def _pids(self) -> str:
         return ", ".join(str(worker.process.pid) for worker in self._workers)
@@ -225,8 +228,9 @@ class Supervisor:
         log.info("stopping %d workers", len(self._workers))
         return 0
 
-    async def _stop_all(self) -> None:
-        """SIGTERM every live worker, wait for their drains, kill what outlives them."""
+    async def _stop_all(self) -> list[int]:
+        """SIGTERM every live worker, wait for their drains, kill what outlives them;
+        returns the workers' exit codes."""
         for worker in self._workers:
             if worker.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -244,6 +248,7 @@ class Supervisor:
             code = worker.process.returncode
             if code != 0:
                 log.warning("worker %d exited with %s", worker.index, _describe_exit(code))
+        return [worker.process.returncode for worker in self._workers]
 
     # -- one port for all -----------------------------------------------------------
 

@@ -145,3 +145,24 @@ def test_every_key_is_documented_in_the_readme_and_the_example() -> None:
     assert undocumented == []
     missing = [key for key in keys if f"{key.rsplit('.', 1)[-1]}:" not in example]
     assert missing == []
+
+
+def test_consumer_tuning_defaults_can_be_overridden() -> None:
+    # Fast rebalances (workers joining) and a bounded prefetch are defaults, not rules.
+    default = consumer_config(load_settings(None, environ={}).kafka)
+    assert default["heartbeat.interval.ms"] == 500
+    assert default["queued.max.messages.kbytes"] == 16384
+    props = '{"heartbeat.interval.ms": 3000, "queued.max.messages.kbytes": 65536}'
+    tuned = consumer_config(
+        load_settings(None, environ={"EVENT_SINK__KAFKA__PROPERTIES": props}).kafka
+    )
+    assert tuned["heartbeat.interval.ms"] == 3000
+    assert tuned["queued.max.messages.kbytes"] == 65536
+
+
+def test_workers_is_a_bounded_top_level_key() -> None:
+    assert load_settings(None, environ={}).workers == 1
+    assert load_settings(None, environ={"EVENT_SINK__WORKERS": "4"}).workers == 4
+    for bad in ("0", "65", "two"):
+        with pytest.raises(ConfigError, match="workers"):
+            load_settings(None, environ={"EVENT_SINK__WORKERS": bad})

@@ -6,22 +6,26 @@ sandbox, each as its own process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drills import Drill, wait_until
+from drills import ConnectorProcess, Drill, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector.devkafka import KafkaCluster
-from connector.workers import MAX_GAUGES, merge_metrics, render_metrics
+from connector.workers import MAX_GAUGES, Supervisor, merge_metrics, render_metrics
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -100,6 +104,24 @@ def _worker_pids(supervisor_pid: int) -> list[int]:
     return [int(pid) for pid in children.split()]
 
 
+def _owners(process: ConnectorProcess) -> set[int]:
+    """The workers that own partitions now, from the log (which says which worker said
+    what). Cooperative rebalances are incremental: each line names what was added or taken
+    away."""
+    owned: dict[int, set[str]] = {}
+    for record in process.log_records():
+        msg, worker = record.get("msg", ""), record.get("worker")
+        kind, _, listed = msg.partition(": ")
+        if worker is None:
+            continue
+        names = set() if listed == "none" else set(listed.split(", "))
+        if kind == "partitions assigned":
+            owned.setdefault(worker, set()).update(names)
+        elif kind in ("partitions revoked", "partitions lost (not revoked cleanly)"):
+            owned.setdefault(worker, set()).difference_update(names)
+    return {worker for worker, tps in owned.items() if tps}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -119,25 +141,9 @@ def test_two_workers_share_the_partitions_and_one_port(kafka: KafkaCluster, tmp_
         workers = _worker_pids(process.pid)
         assert len(workers) == 2, d.context()
 
-        def owners() -> set[int]:
-            # From the log, which says which worker said what. Cooperative rebalances are
-            # incremental: each line names what was added or taken away.
-            owned: dict[int, set[str]] = {0: set(), 1: set()}
-            for record in process.log_records():
-                msg, worker = record.get("msg", ""), record.get("worker")
-                kind, _, listed = msg.partition(": ")
-                names = set() if listed == "none" else set(listed.split(", "))
-                if worker is None:
-                    continue
-                if kind == "partitions assigned":
-                    owned[worker] |= names
-                elif kind in ("partitions revoked", "partitions lost (not revoked cleanly)"):
-                    owned[worker] -= names
-            return {worker for worker, tps in owned.items() if tps}
-
         # Both members of the group get partitions (the events come once they have).
         wait_until(
-            lambda: owners() == {0, 1},
+            lambda: _owners(process) == {0, 1},
             timeout_s=60,
             what="both workers own partitions",
             watch=[process],
@@ -191,11 +197,12 @@ def test_a_worker_killed_stops_the_pod_and_a_restart_loses_nothing(
             kafka={"properties": {"session.timeout.ms": 6000}},
         )
         first = d.start_connector(config)
-        port = first.metrics_port()
+        # Killed once the group is settled and both deliver (a member that dies in the
+        # middle of a rebalance leaves the survivor's last commit waiting for the group).
         wait_until(
-            lambda: _get(port, "/readyz")[0] == 200,
+            lambda: _owners(first) == {0, 1},
             timeout_s=60,
-            what="both workers ready",
+            what="both workers own partitions",
             watch=[first],
             context=d.context,
         )
@@ -217,3 +224,44 @@ def test_a_worker_killed_stops_the_pod_and_a_restart_loses_nothing(
         result = d.result(produced, extra={"supervisor_stopped_after_s": stopped_after_s})
     assert result.lost == 0, result.row()
     assert result.delivered == events, result.row()
+
+
+def _fake_workers(code: str) -> Callable[[list[str], dict[str, str]], subprocess.Popen[bytes]]:
+    """Stand-in worker processes running ``code``: the supervisor's own logic, no Kafka."""
+
+    def launch(_argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        assert env["EVENT_SINK__WORKERS"] == "1"
+        assert env["EVENT_SINK__METRICS__PORT"] == "0"
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    return launch
+
+
+def _supervisor(code: str) -> Supervisor:
+    return Supervisor(
+        2,
+        config=None,
+        passthrough=[],
+        host="127.0.0.1",
+        port=0,
+        stop_timeout_s=10,
+        launch=_fake_workers(code),
+    )
+
+
+async def test_a_worker_exiting_on_its_own_ends_the_supervisor_with_its_code() -> None:
+    supervisor = _supervisor("import sys; sys.exit(3)")
+    assert await asyncio.wait_for(supervisor.run(asyncio.Event()), 30) == 3
+
+
+async def test_a_worker_that_fails_its_drain_shows_in_the_supervisor_exit_code() -> None:
+    # Asked to stop, this worker exits 5 (as a worker stopping on an error would).
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(5))\n"
+        "time.sleep(60)\n"
+    )
+    supervisor = _supervisor(code)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, stop.set)
+    assert await asyncio.wait_for(supervisor.run(stop), 30) == 5
