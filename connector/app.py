@@ -197,6 +197,7 @@ class Connector:
         # for those threads on exit.
         self.left_cleanly = True
         self._commit_sent_at: float | None = None  # the asynchronous commit awaiting its answer
+        self._commit_failing = False  # the last commit answer was a failure
 
     # -- the main loop -------------------------------------------------------------
 
@@ -223,7 +224,14 @@ class Connector:
                 now = self._clock()
                 # Also commit as soon as the consumer is caught up (nothing came back):
                 # the end of a backlog is committed at once, not up to an interval later.
-                caught_up = not records and now >= last_commit + idle_commit_gap
+                # Not while commits fail or the brokers are away: then the interval rules,
+                # and nothing piles up in the client for the shutdown to wait on.
+                caught_up = (
+                    not records
+                    and now >= last_commit + idle_commit_gap
+                    and not self._commit_failing
+                    and not self._source.brokers_down
+                )
                 if now >= next_commit or (caught_up and self.tracker.committable()):
                     await self._commit_in_background()
                     next_commit, last_commit = now + commit_every, now
@@ -419,6 +427,7 @@ class Connector:
         self, done: dict[TopicPartition, int], failed: dict[TopicPartition, str]
     ) -> None:
         self._commit_sent_at = None
+        self._commit_failing = bool(failed) and not done
         if failed:
             self.stats.commit_failures += 1
             self.metrics.offset_commits.labels("failure").inc()

@@ -1,4 +1,4 @@
-"""Process plumbing shared by the entry points: the event loop, child processes."""
+"""Process plumbing shared by the entry points: the event loop, the collector, children."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import uvloop
-
 T = TypeVar("T")
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)``, on a uvloop event loop."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    """``asyncio.run(main)``, on the standard event loop.
+
+    Not uvloop: with it, leaving the consumer group during a broker outage (librdkafka
+    calling back into the loop from its threads) sometimes hung past the shutdown budget
+    (drill 8b failed in 9 of 18 runs, against 0 of 8 on the standard loop); the loop
+    itself is about 1 % of the profile.
+    """
+    with asyncio.Runner() as runner:
         return runner.run(main)
 
 

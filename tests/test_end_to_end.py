@@ -18,6 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.aio import AIOConsumer
+from drills import Drill
 
 from connector.app import Connector, InvalidRecordError
 from connector.config import Settings
@@ -293,3 +294,21 @@ def _sandbox_url(process: subprocess.Popen[str]) -> str:
         if "listening on " in line:
             return line.split("listening on ", 1)[1].strip()
     raise AssertionError("the sandbox did not say where it listens")
+
+
+def test_the_end_of_a_backlog_is_committed_at_once_not_an_interval_later(
+    kafka: Any, tmp_path: Path
+) -> None:
+    # commit_interval_ms is a minute: only the commit made once the consumer is caught up
+    # can bring the group's offsets to the end within the wait below.
+    events = 3_000
+    with Drill("caught-up", tmp_path, kafka.bootstrap_servers) as d:
+        topic = d.topic(partitions=3)
+        produced = d.produce(topic, events, seed=203)
+        d.start_sandbox()
+        process = d.start_connector(d.config(topic, commit_interval_ms=60_000))
+        took = d.wait_committed(produced, timeout_s=30, watch=[process])
+        assert process.terminate() == 0, d.context()
+        result = d.result(produced, extra={"committed_after_s": round(took, 1)})
+    assert result.lost == 0, result.row()
+    assert result.delivered == events, result.row()
