@@ -98,9 +98,12 @@ def encode_event(event: dict[str, Any]) -> bytes:
     if (type(args) is dict or type(args) is list) and not _all_finite(args):
         raise TransformError("eventargs: NaN or an infinite number has no JSON form")
     try:
-        return orjson.dumps(event)
+        encoded = orjson.dumps(event)
     except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
         raise TransformError(f"event cannot be written as JSON: {exc}") from None
+    # orjson's result keeps its whole working buffer (about 4 KiB for a 400-byte event):
+    # 20,000 pending events held 78 MiB instead of 8. An exact copy costs 0.04 µs.
+    return bytes(memoryview(encoded))
 
 
 def _all_finite(container: dict[str, Any] | list[Any]) -> bool:

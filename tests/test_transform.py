@@ -268,3 +268,18 @@ def test_bad_schema_files_fail_with_the_file_named(tmp_path: Path) -> None:
     wrong.write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')
     with pytest.raises(SchemaError, match="not a valid Avro schema"):
         load_schema(wrong)
+
+
+def test_encoded_events_hold_only_their_own_bytes() -> None:
+    # Pending events keep their encoded body until delivered (up to max_pending_events of
+    # them): orjson's result kept a ~4 KiB buffer per event, ten times the body.
+    def rss_mib() -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+    event = to_event(record(), "fallback")
+    before = rss_mib()
+    bodies = [encode_event(event) for _ in range(20_000)]
+    grown = rss_mib() - before
+    size = len(bodies[0])
+    assert grown < 20_000 * size * 3 / 2**20, f"{grown:.1f} MiB for 20,000 bodies of {size} B"
