@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.aio import AIOConsumer
-from drills import Drill
+from drills import Drill, catches_signal
 
 from connector.app import Connector, InvalidRecordError
 from connector.config import Settings
@@ -284,6 +284,47 @@ def test_event_sink_run_drains_and_exits_0_on_sigterm(kafka: Any, tmp_path: Path
         sandbox.send_signal(signal.SIGINT)
         sandbox.communicate(timeout=30)
     assert broker_committed(kafka.bootstrap_servers, group, list(end)) == end
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.3, 1.0, 3.0])
+def test_event_sink_run_exits_0_on_sigterm_at_any_moment_of_start_up(
+    kafka: Any, tmp_path: Path, delay_s: float
+) -> None:
+    """Kubernetes may stop a pod right after it started. A SIGTERM during the imports
+    (0.0 s after the first handler is in place: importing takes ~0.4 s), while the consumer
+    joins the group, or once it runs ends ``event-sink run`` with exit code 0 and no
+    traceback."""
+    topic = f"e2e-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, partitions=1)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"kafka:\n  bootstrap_servers: '{kafka.bootstrap_servers}'\n"
+        f"  group_id: g-{uuid.uuid4().hex[:8]}\n  topics: [{topic}]\n"
+        "http:\n  url: 'http://127.0.0.1:9/v1/events/import'\n"
+    )
+    env = {**os.environ, "EVENT_SINK_TOKEN": TOKEN}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "connector", "run", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not catches_signal(run.pid, signal.SIGTERM) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(delay_s)
+        run.send_signal(signal.SIGTERM)
+        _, log = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, log
+    assert "Traceback" not in log, log
+    if delay_s == 0.0:
+        assert "SIGTERM before start-up finished" in log, log
 
 
 def _sandbox_url(process: subprocess.Popen[str]) -> str:

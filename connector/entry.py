@@ -1,0 +1,31 @@
+"""The ``event-sink`` command (and ``python -m connector``) before the heavy imports.
+
+Kubernetes may stop a pod a moment after it started, while Python is still importing
+aiohttp and librdkafka. Python's default would then die by SIGTERM (exit code 143) or print
+a ``KeyboardInterrupt`` traceback. Until the run loop installs its own handlers (which
+drain), a SIGTERM or SIGINT ends the process with exit code 0: no record has been read yet,
+so there is nothing to drain or commit.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+
+def _exit_before_start(signum: int, _frame: FrameType | None) -> None:
+    name = signal.Signals(signum).name
+    print(f"event-sink: {name} before start-up finished; nothing was read", file=sys.stderr)
+    raise SystemExit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"]:  # the other commands keep Python's defaults
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_before_start)
+    from connector import cli  # after the handlers, on purpose
+
+    return cli.main(args)
