@@ -173,6 +173,18 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def catches_signal(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (``SigCgt`` of its status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
+
+
 class _ChildProcess:
     """A child process whose stderr goes to a file (post-mortem), stopped on exit."""
 
@@ -375,6 +387,13 @@ class ConnectorProcess(_ChildProcess):
         return self.peak_rss_bytes / 2**20
 
     def terminate(self, timeout_s: float = 60.0, sig: int = signal.SIGTERM) -> int:
+        # The first ~30 ms of a process are the interpreter's own start-up, before the
+        # connector's first handler: a signal then is Python's default death, not
+        # something the connector can answer. A drill that stops a process it has just
+        # started (nothing left to do) waits that moment out.
+        deadline = time.monotonic() + 30
+        while self.alive and not catches_signal(self.pid, sig) and time.monotonic() < deadline:
+            time.sleep(0.005)
         self.sample()
         return super().terminate(timeout_s, sig)
 

@@ -42,6 +42,10 @@ from connector.samples import sample_events
 # pydantic); of the backlog's peak, ~30 MiB is librdkafka's prefetch queue (122 MiB with
 # queued.max.messages.kbytes=8192) and most of the rest the 20,000 pending records.
 HUNG_RSS_BOUND_MIB = 128
+
+# The sandbox's latency in drills that must break something while the work is under way:
+# with 8 requests of 250 events in flight, at most ~5,000 events/s get through.
+PACED_LATENCY_MS = 400
 BACKLOG_RSS_BOUND_MIB = 230
 
 
@@ -58,9 +62,11 @@ def _hold(seconds: float, watch: list[ConnectorProcess], d: Drill, what: str) ->
 
 
 def test_drill_1_kill_9_mid_flight_then_restart(kafka: KafkaCluster, tmp_path: Path) -> None:
-    """20,000 events on 6 partitions; the sandbox answers after 50 ms, so up to 8 batches
-    of 250 are in flight. The connector is SIGKILLed once 30 % have arrived and a new
-    process takes over the group. Nothing is lost.
+    """20,000 events on 6 partitions; the sandbox answers after 400 ms with up to 8 batches
+    of 250 in flight, so at most ~5,000 events/s arrive (unpaced, the connector delivers
+    all 20,000 within a second: the kill would come after the work). The connector is
+    SIGKILLed once 30 % have arrived and a new process takes over the group. Nothing is
+    lost.
 
     Duplicates are what the first process delivered past its last commit. The pending cap
     (``kafka.max_pending_events``) does not bound that alone: it counts records read and
@@ -74,7 +80,7 @@ def test_drill_1_kill_9_mid_flight_then_restart(kafka: KafkaCluster, tmp_path: P
     with Drill("kill9", tmp_path, kafka.bootstrap_servers) as d:
         topic = d.topic(partitions=6)
         produced = d.produce(topic, events, seed=101)
-        d.start_sandbox(latency_ms=50)
+        d.start_sandbox(latency_ms=PACED_LATENCY_MS)
         config = d.config(
             topic,
             commit_interval_ms=500,
@@ -92,6 +98,7 @@ def test_drill_1_kill_9_mid_flight_then_restart(kafka: KafkaCluster, tmp_path: P
         d.wait_delivered(events * 3 // 10, watch=[first])
         consumed = first.consumed_by_partition(topic)
         assert first.kill() == -9
+        delivered_at_kill = d.sandbox.stats()["unique_uuids"] if d.sandbox else 0
         time.sleep(1.0)  # a commit already on the wire lands before we read the offsets
         committed = d.committed(produced)
         read_uncommitted = sum(
@@ -109,32 +116,38 @@ def test_drill_1_kill_9_mid_flight_then_restart(kafka: KafkaCluster, tmp_path: P
                 "read_uncommitted_at_kill": read_uncommitted,
                 "duplicate_bound": bound,
                 "max_pending_events": cap,
+                "delivered_at_kill": delivered_at_kill,
             },
         )
         context = d.context()
         assert d.sandbox is not None
         assert d.sandbox.log_problems() == []
+    assert delivered_at_kill < events, "the kill came after the work was done"
     assert result.lost == 0, f"{result.row()}\n{context}"
     assert result.delivered == events, result.row()
     assert result.duplicates <= bound, f"{result.row()}\n{context}"
 
 
 def test_drill_2_sigterm_under_load_then_restart(kafka: KafkaCluster, tmp_path: Path) -> None:
-    """20,000 events on 6 partitions, the sandbox answering after 50 ms. SIGTERM once 30 %
-    have arrived: the process drains (open batch sent, in-flight batches answered,
-    offsets committed) and exits 0 within ``shutdown.drain_timeout_s`` (10 s); a new
-    process finishes the job. Nothing lost, nothing delivered twice."""
+    """20,000 events on 6 partitions, the sandbox answering after 400 ms with up to 8 batches
+    of 250 in flight (at most ~5,000 events/s), at most 4,000 pending. SIGTERM once 30 %
+    have arrived: the process drains (open batch sent, in-flight batches answered, offsets
+    committed) and exits 0 within ``shutdown.drain_timeout_s`` (10 s); a new process
+    finishes the job. Nothing lost, nothing delivered twice."""
     events, drain_s = 20_000, 10.0
     with Drill("sigterm", tmp_path, kafka.bootstrap_servers) as d:
         topic = d.topic(partitions=6)
         produced = d.produce(topic, events, seed=102)
-        d.start_sandbox(latency_ms=50)
+        d.start_sandbox(latency_ms=PACED_LATENCY_MS)
         config = d.config(
             topic,
             commit_interval_ms=500,
             max_in_flight=8,
             drain_timeout_s=drain_s,
             batch={"max_events": 250},
+            # Without a cap the first process reads all 20,000 at once and its drain
+            # delivers them all, leaving the second nothing to take over.
+            kafka={"max_pending_events": 4_000},
         )
         first = d.start_connector(config)
         d.wait_delivered(events * 3 // 10, watch=[first])
@@ -154,6 +167,7 @@ def test_drill_2_sigterm_under_load_then_restart(kafka: KafkaCluster, tmp_path: 
             extra={"first_exit_s": round(exit_s, 2), "delivered_by_first": delivered_by_first},
         )
         context = d.context()
+    assert delivered_by_first < events, "the SIGTERM came after the work was done"
     assert result.lost == 0, f"{result.row()}\n{context}"
     assert result.delivered == events, result.row()
     assert result.duplicates == 0, f"{result.row()}\n{context}"
