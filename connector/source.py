@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -33,8 +34,13 @@ class CommitError(Exception):
     """The broker did not accept a commit; the positions stay uncommitted."""
 
 
-# Builds the consumer from librdkafka settings; tests may wrap the real AIOConsumer.
-ConsumerFactory = Callable[[dict[str, Any]], Any]
+# Builds the consumer from librdkafka settings and the executor its blocking calls run
+# in (``AIOConsumer(conf, executor=executor)``); tests may wrap the real AIOConsumer.
+ConsumerFactory = Callable[..., Any]
+
+# Threads for the consumer's blocking calls. AIOConsumer serializes them, but a rebalance
+# callback that commits is a re-entrant call and needs a second thread; more are spare.
+_CLIENT_THREADS = 4
 
 
 def consumer_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -85,6 +91,7 @@ class KafkaSource:
         self._factory = consumer_factory
         self._on_commit_result = on_commit
         self._consumer: Any = None
+        self._executor: ThreadPoolExecutor | None = None
         self._closing = False
         self._reported: set[tuple[int, str]] = set()
         # Set by the client's "all brokers down" error, cleared by any broker answer.
@@ -96,7 +103,11 @@ class KafkaSource:
         conf["on_commit"] = self._on_commit
         # librdkafka's own log lines go through Python logging, so through the redactor.
         conf["logger"] = logging.getLogger("librdkafka")
-        self._consumer = self._factory(conf)
+        # Ours, not AIOConsumer's: an AIOConsumer that owns its executor joins it at the end
+        # of close(), so a close stuck in librdkafka (brokers gone) could not be abandoned
+        # when the shutdown's leave budget runs out; it would hold the process.
+        self._executor = ThreadPoolExecutor(_CLIENT_THREADS, thread_name_prefix="kafka-client")
+        self._consumer = self._factory(conf, executor=self._executor)
         on_assign, on_revoke, on_lost = self._callbacks
 
         async def assigned(_consumer: Any, partitions: list[Any]) -> None:
@@ -239,3 +250,7 @@ class KafkaSource:
                 await self._consumer.close()
             finally:
                 self._consumer = None
+                if self._executor is not None:
+                    # Not waiting: a call cancelled by a timeout may still be stuck in a
+                    # thread; the process then exits without joining it (connector/cli.py).
+                    self._executor.shutdown(wait=False)

@@ -116,8 +116,8 @@ class CommitWatcher:
         self.violations: list[str] = []
         self.commits = 0
 
-    def factory(self, conf: dict[str, Any]) -> Any:
-        consumer = AIOConsumer(conf)
+    def factory(self, conf: dict[str, Any], executor: Any) -> Any:
+        consumer = AIOConsumer(conf, executor=executor)
         real_commit = consumer.commit
 
         async def commit(*args: Any, **kwargs: Any) -> Any:
