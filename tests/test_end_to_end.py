@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -257,27 +258,12 @@ def test_event_sink_run_drains_and_exits_0_on_sigterm(kafka: Any, tmp_path: Path
             f"  topics: [{topic}]\n  commit_interval_ms: 200\n"
             f"http:\n  url: '{url}'\nbatch:\n  linger_ms: 50\n"
         )
-        env = {**os.environ, "EVENT_SINK_TOKEN": TOKEN}
-        run = subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "--config", str(config)],
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
+        code, log = _run_until_sigterm(
+            config,
+            lambda _pid: broker_committed(kafka.bootstrap_servers, group, list(end)) == end,
+            timeout_s=90,
         )
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                if broker_committed(kafka.bootstrap_servers, group, list(end)) == end:
-                    break
-                time.sleep(0.5)
-            run.send_signal(signal.SIGTERM)
-            _, log = run.communicate(timeout=60)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-        assert run.returncode == 0, log
+        assert code == 0, log
         assert "stopped cleanly" in log
         assert TOKEN not in log
     finally:
@@ -302,29 +288,48 @@ def test_event_sink_run_exits_0_on_sigterm_at_any_moment_of_start_up(
         f"  group_id: g-{uuid.uuid4().hex[:8]}\n  topics: [{topic}]\n"
         "http:\n  url: 'http://127.0.0.1:9/v1/events/import'\n"
     )
-    env = {**os.environ, "EVENT_SINK_TOKEN": TOKEN}
+    code, log = _run_until_sigterm(
+        config,
+        lambda pid: catches_signal(pid, signal.SIGTERM),
+        timeout_s=30,
+        poll_s=0.001,
+        then_s=delay_s,
+    )
+    assert code == 0, log
+    assert "Traceback" not in log, log
+    if delay_s == 0.0:
+        assert "SIGTERM before start-up finished" in log, log
+
+
+def _run_until_sigterm(
+    config: Path,
+    ready: Callable[[int], bool],
+    *,
+    timeout_s: float,
+    poll_s: float = 0.5,
+    then_s: float = 0.0,
+) -> tuple[int, str]:
+    """Run ``event-sink run --config config`` until ``ready(pid)`` (or ``timeout_s``), wait
+    ``then_s``, send SIGTERM; return the exit code and what it wrote to stderr."""
     run = subprocess.Popen(
         [sys.executable, "-m", "connector", "run", "--config", str(config)],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "EVENT_SINK_TOKEN": TOKEN},
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not catches_signal(run.pid, signal.SIGTERM) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        time.sleep(delay_s)
+        deadline = time.monotonic() + timeout_s
+        while not ready(run.pid) and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        time.sleep(then_s)
         run.send_signal(signal.SIGTERM)
         _, log = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
-    assert run.returncode == 0, log
-    assert "Traceback" not in log, log
-    if delay_s == 0.0:
-        assert "SIGTERM before start-up finished" in log, log
+    return run.returncode, log
 
 
 def _sandbox_url(process: subprocess.Popen[str]) -> str:
