@@ -21,9 +21,24 @@ def _exit_before_start(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+# Options before the command that take a value (connector/cli.py's parser).
+_GLOBAL_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
+
+
+def command_of(args: Sequence[str]) -> str | None:
+    """The command word (``run``, ``demo``, ...), past any options before it."""
+    rest = iter(args)
+    for arg in rest:
+        if arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["run"]:  # the other commands keep Python's defaults
+    if command_of(args) == "run":  # the other commands keep Python's defaults
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_before_start)
     from connector import cli  # after the handlers, on purpose

@@ -25,6 +25,7 @@ from connector.app import Connector, InvalidRecordError
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
 from connector.demo import produce_samples, run_until_delivered
+from connector.entry import command_of
 from connector.records import TopicPartition
 from connector.sandbox import Faults, SandboxServer
 
@@ -358,3 +359,20 @@ def test_the_end_of_a_backlog_is_committed_at_once_not_an_interval_later(
         result = d.result(produced, extra={"committed_after_s": round(took, 1)})
     assert result.lost == 0, result.row()
     assert result.delivered == events, result.row()
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["run", "--config", "c.yaml"], "run"),
+        (["--log-level", "DEBUG", "run"], "run"),
+        (["--log-format=plain", "--log-level", "INFO", "run"], "run"),
+        (["--log-level", "run", "demo"], "demo"),
+        (["check-config", "--config", "run"], "check-config"),
+        (["--version"], None),
+    ],
+)
+def test_the_early_signal_handlers_find_the_command_past_global_options(
+    argv: list[str], command: str | None
+) -> None:
+    assert command_of(argv) == command
