@@ -21,15 +21,16 @@ def _exit_before_start(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-# Options before the command that take a value (connector/cli.py's parser).
-_GLOBAL_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
+# Options before the command that take a value (connector/cli.py's parser; a test keeps
+# the two the same).
+GLOBAL_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
 
 
 def command_of(args: Sequence[str]) -> str | None:
     """The command word (``run``, ``demo``, ...), past any options before it."""
     rest = iter(args)
     for arg in rest:
-        if arg in _GLOBAL_OPTIONS_WITH_VALUE:
+        if arg in GLOBAL_OPTIONS_WITH_VALUE:
             next(rest, None)
         elif not arg.startswith("-"):
             return arg

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -34,9 +34,12 @@ class CommitError(Exception):
     """The broker did not accept a commit; the positions stay uncommitted."""
 
 
-# Builds the consumer from librdkafka settings and the executor its blocking calls run
-# in (``AIOConsumer(conf, executor=executor)``); tests may wrap the real AIOConsumer.
-ConsumerFactory = Callable[..., Any]
+class ConsumerFactory(Protocol):
+    """Builds the consumer from librdkafka settings and the executor its blocking calls
+    run in, as ``AIOConsumer(conf, executor=executor)``; tests may wrap the real one."""
+
+    def __call__(self, conf: dict[str, Any], /, *, executor: Executor) -> Any: ...
+
 
 # Threads for the consumer's blocking calls. AIOConsumer serializes them, but a rebalance
 # callback that commits is a re-entrant call and needs a second thread; more are spare.

@@ -42,11 +42,11 @@ from connector.samples import sample_events
 # pydantic); of the backlog's peak, ~30 MiB is librdkafka's prefetch queue (122 MiB with
 # queued.max.messages.kbytes=8192) and most of the rest the 20,000 pending records.
 HUNG_RSS_BOUND_MIB = 128
+BACKLOG_RSS_BOUND_MIB = 230
 
 # The sandbox's latency in drills that must break something while the work is under way:
 # with 8 requests of 250 events in flight, at most ~5,000 events/s get through.
 PACED_LATENCY_MS = 400
-BACKLOG_RSS_BOUND_MIB = 230
 
 
 def _hold(seconds: float, watch: list[ConnectorProcess], d: Drill, what: str) -> None:

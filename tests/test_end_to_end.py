@@ -22,10 +22,11 @@ from confluent_kafka.aio import AIOConsumer
 from drills import Drill, catches_signal
 
 from connector.app import Connector, InvalidRecordError
+from connector.cli import build_parser
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
 from connector.demo import produce_samples, run_until_delivered
-from connector.entry import command_of
+from connector.entry import GLOBAL_OPTIONS_WITH_VALUE, command_of
 from connector.records import TopicPartition
 from connector.sandbox import Faults, SandboxServer
 
@@ -376,3 +377,15 @@ def test_the_early_signal_handlers_find_the_command_past_global_options(
     argv: list[str], command: str | None
 ) -> None:
     assert command_of(argv) == command
+
+
+def test_the_early_signal_handlers_know_every_global_option_that_takes_a_value() -> None:
+    # connector/entry.py cannot import the parser (that is the heavy import it runs
+    # before), so it keeps its own list; this keeps the two the same.
+    takes_value = {
+        option
+        for action in build_parser()._actions
+        if action.option_strings and action.nargs != 0 and action.dest not in {"help", "version"}
+        for option in action.option_strings
+    }
+    assert takes_value == set(GLOBAL_OPTIONS_WITH_VALUE)
