@@ -7,9 +7,13 @@ page, so that a connector that passes against it sends only what the contract al
 ``POST <path>`` (default ``/v1/events/import``) is checked in this order; the first failing
 check answers and nothing of the request is recorded:
 
-1. fault injection (:class:`Faults`): a scripted or random fault answers before any validation;
+1. fault injection (:class:`Faults`): a world fault (below), else a scripted or random
+   fault, answers before any validation;
 2. header ``X-Token`` must equal the configured token, else 401;
-3. ``Content-Type`` must be ``application/json`` (charset, if any, utf-8), the body UTF-8
+3. ``Content-Encoding``: none, ``identity`` or ``gzip`` (inflated once, bounded: above 64 MiB
+   inflated it is 400 ``body: gzip inflates beyond the limit``; never inflated unbounded),
+   anything else (``br``, ``zstd``, ``deflate``, ...) 400 ``Content-Encoding: ...``;
+   ``Content-Type`` must be ``application/json`` (charset, if any, utf-8), the body UTF-8
    JSON (no ``NaN``/``Infinity``) holding an object, else 400;
 4. the contract, else 400 with ``msg`` = ``<path>: <reason>``, e.g.
    ``data[3].identities[0].isWeChatEcosystem: required when mpid is sent``:
@@ -32,7 +36,10 @@ check answers and nothing of the request is recorded:
 5. refusal (:attr:`Faults.refuse_event_keys`): a valid request holding an event whose
    ``eventKey`` is listed is refused whole, like the real API refusing data: 400 with ``msg``
    ``data[i].eventKey: refused by the sandbox`` (``i`` the first such event), or HTTP 200 with
-   body code ``"400"`` when :attr:`Faults.refuse_with_200` is set.
+   body code ``"400"`` when :attr:`Faults.refuse_with_200` is set;
+6. server error (:attr:`Faults.fail_uuids`): a valid request holding an event whose ``uuid``
+   is listed is answered 500 ``{"code":"500","errorCode":"SYSTEM_ERROR","msg":"system busy"}``
+   and nothing of it is recorded (stat ``failed_uuid_requests``).
 
 A request that passes is answered 200 ``{"code":"200","errorCode":"SUCCESS","msg":"ok"}`` and
 its events are recorded. Every answer of the import path uses the vendor body shape
@@ -44,6 +51,32 @@ times out or disconnects during the delay has in fact been accepted, and sends t
 (the realistic source of at-least-once duplicates). Such a client leaves no error in the log.
 A very large latency (e.g. 600000, set at runtime through ``POST /faults``) is a hung endpoint.
 
+Random faults answer body code ``failure_code`` when it is set (default: the status), so
+``failure_status=200, failure_code="500"`` is HTTP 200 with body
+``{"code":"500","errorCode":"SYSTEM_ERROR","msg":"system busy"}`` (a 5xx code reads like a
+busy vendor; a non-numeric code such as ``"OOPS"`` has errorCode ``INJECTED_FAULT``). A
+``Retry-After`` HTTP-date (even one in the past) is set with a script step's ``retry_after``
+in the JSON form of ``POST /faults``.
+
+World faults (:mod:`connector.sandbox_world`, at most one set at a time) answer *every*
+request while set, before the script (which they do not consume) and random faults;
+nothing is recorded, each counts in ``faults`` and is logged (status, code or null, events):
+
+- ``redirect``: ``{"status": 301|302|303|307|308, "location": "<absolute URL>"}`` (or null):
+  that status, a ``Location`` header and an HTML "Moved" page (log code null);
+- ``html_200``: HTTP 200 ``text/html``, a gateway's ``502 Bad Gateway`` page (code null);
+- ``huge_body_mib``: HTTP 200 JSON of that many MiB of spaces and then
+  ``{"code":"503","errorCode":"SERVICE_UNAVAILABLE","msg":"busy"}``, streamed with a
+  ``Content-Length`` (code "503");
+- ``gzip_bomb_mib``: HTTP 200 JSON, ``Content-Encoding: gzip``, about that many KiB that
+  inflate to that many MiB of spaces and then ``{"code":"200",...}`` (code "200": a client
+  that inflates it whole reads "delivered"; compressed once per size, cached);
+- ``drop_connection``: status 200, ``Content-Length: 60``, 10 bytes of body, then the
+  connection is closed (code null).
+
+A client that goes away during one of them leaves no error in the log. ``POST /faults {}``
+switches every fault off.
+
 Control endpoints (no token; loopback use only): ``GET /stats``, ``GET /events``,
 ``GET /uuids`` (accepted uuids, unique, sorted; kept even when events are not),
 ``GET /requests[?since=EPOCH_S]`` (the last 100,000 requests of the import path:
@@ -51,8 +84,15 @@ Control endpoints (no token; loopback use only): ``GET /stats``, ``GET /events``
 (clears stats, events, uuids and the request log, keeps the fault settings), ``GET /faults``
 and ``POST /faults`` (replaces the fault settings; the script restarts from its first entry).
 
+``GET /stats`` also counts ``gzip_requests`` (import requests with a gzip body, any answer).
+
 ``python -m connector.sandbox`` takes the flags of ``event-sink sandbox`` plus
-``--no-keep-events`` (count and keep uuids only, for long runs).
+``--no-keep-events`` (count and keep uuids only, for long runs) and ``--tls-cert FILE
+--tls-key FILE [--tls-client-ca FILE]`` (HTTPS, optionally requiring client certificates);
+then it says ``listening on https://...``. In process: ``SandboxServer(...,
+ssl_context=...)``. Fault flags: ``--failure-code CODE``, ``--fail-uuids U1,U2``, and one of
+``--redirect STATUS:URL``, ``--html-200``, ``--huge-body-mib N``, ``--gzip-bomb-mib N``,
+``--drop-connection``.
 """
 
 from __future__ import annotations
@@ -64,6 +104,7 @@ import json
 import logging
 import random
 import signal
+import ssl
 import sys
 import time
 from collections import deque
@@ -75,6 +116,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from connector import sandbox_world as world
 from connector.runtime import run_async
 
 __all__ = [
@@ -379,6 +421,13 @@ class Faults:
     own). ``refuse_event_keys``: a request that passed validation but holds an event whose
     ``eventKey`` is listed is refused whole (nothing recorded): 400, or HTTP 200 with body
     code "400" when ``refuse_with_200`` is set (the API refusing data inside a 200).
+    ``failure_code`` is the body code of random faults (default: the status; a 5xx code
+    reads ``SYSTEM_ERROR``/"system busy"). ``fail_uuids``: a valid request holding an event
+    with a listed ``uuid`` is answered 500 (nothing recorded).
+
+    World faults (:mod:`connector.sandbox_world`; at most one at a time): ``redirect``,
+    ``html_200``, ``huge_body_mib``, ``gzip_bomb_mib``, ``drop_connection`` answer every
+    request while set, before the script and random faults (the script is not consumed).
     """
 
     failure_rate: float = 0.0
@@ -388,6 +437,13 @@ class Faults:
     retry_after: str | None = None
     refuse_event_keys: Sequence[str] = ()
     refuse_with_200: bool = False
+    failure_code: str | None = None
+    redirect: world.Redirect | None = None
+    html_200: bool = False
+    huge_body_mib: int = 0
+    gzip_bomb_mib: int = 0
+    drop_connection: bool = False
+    fail_uuids: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         rate = self.failure_rate
@@ -410,6 +466,41 @@ class Faults:
         object.__setattr__(self, "refuse_event_keys", tuple(keys))
         if type(self.refuse_with_200) is not bool:
             raise ValueError(f"refuse_with_200 must be a bool, got {self.refuse_with_200!r}")
+        self._check_world_settings()
+
+    def _check_world_settings(self) -> None:
+        code = self.failure_code
+        if code is not None and (type(code) is not str or not code):
+            raise ValueError(f"failure_code must be null or a non-empty string, got {code!r}")
+        if self.redirect is not None and not isinstance(self.redirect, world.Redirect):
+            raise ValueError(f"redirect must be a Redirect, got {self.redirect!r}")
+        for name in ("html_200", "drop_connection"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        world.HugeBody(self.huge_body_mib)  # validates the size
+        world.GzipBomb(self.gzip_bomb_mib)
+        uuids = self.fail_uuids
+        if isinstance(uuids, str | bytes) or not all(type(u) is str and u for u in uuids):
+            raise ValueError(f"fail_uuids must be a list of non-empty strings, got {uuids!r}")
+        object.__setattr__(self, "fail_uuids", tuple(uuids))
+        active = [name for name in _WORLD_KEYS if getattr(self, name)]
+        if len(active) > 1:
+            raise ValueError(f"set at most one of {', '.join(_WORLD_KEYS)}, got {active}")
+
+    @property
+    def world_fault(self) -> world.WorldFault | None:
+        """The odd answer that replaces every answer while it is set, if any."""
+        if self.redirect is not None:
+            return self.redirect
+        if self.html_200:
+            return world.Html200()
+        if self.huge_body_mib:
+            return world.HugeBody(self.huge_body_mib)
+        if self.gzip_bomb_mib:
+            return world.GzipBomb(self.gzip_bomb_mib)
+        if self.drop_connection:
+            return world.DropConnection()
+        return None
 
     @property
     def steps(self) -> tuple[ScriptStep, ...]:
@@ -424,6 +515,13 @@ class Faults:
             "retry_after": self.retry_after,
             "refuse_event_keys": list(self.refuse_event_keys),
             "refuse_with_200": self.refuse_with_200,
+            "failure_code": self.failure_code,
+            "redirect": None if self.redirect is None else self.redirect.to_json(),
+            "html_200": self.html_200,
+            "huge_body_mib": self.huge_body_mib,
+            "gzip_bomb_mib": self.gzip_bomb_mib,
+            "drop_connection": self.drop_connection,
+            "fail_uuids": list(self.fail_uuids),
         }
 
     @classmethod
@@ -439,8 +537,11 @@ class Faults:
         if type(script) is not list:
             raise ValueError("script must be an array")
         kwargs["script"] = [_step_from_json(item) for item in script]
-        if type(kwargs.get("refuse_event_keys", [])) is not list:
-            raise ValueError("refuse_event_keys must be an array of strings")
+        for key in ("refuse_event_keys", "fail_uuids"):
+            if type(kwargs.get(key, [])) is not list:
+                raise ValueError(f"{key} must be an array of strings")
+        if kwargs.get("redirect") is not None:
+            kwargs["redirect"] = world.Redirect.from_json(kwargs["redirect"])
         return cls(**kwargs)
 
 
@@ -453,8 +554,16 @@ _FAULT_KEYS = frozenset(
         "retry_after",
         "refuse_event_keys",
         "refuse_with_200",
+        "failure_code",
+        "redirect",
+        "html_200",
+        "huge_body_mib",
+        "gzip_bomb_mib",
+        "drop_connection",
+        "fail_uuids",
     }
 )
+_WORLD_KEYS = ("redirect", "html_200", "huge_body_mib", "gzip_bomb_mib", "drop_connection")
 _STEP_KEYS = frozenset({"status", "code", "retry_after"})
 
 
@@ -506,6 +615,8 @@ class SandboxStats:
     faults: int = 0  # injected fault answers
     refused: int = 0  # valid requests refused for Faults.refuse_event_keys (400 or 200/"400")
     max_batch: int = 0  # largest accepted batch
+    gzip_requests: int = 0  # requests with a gzip body (Content-Encoding: gzip), any answer
+    failed_uuid_requests: int = 0  # valid requests answered 500 for Faults.fail_uuids
 
 
 @dataclass
@@ -514,6 +625,7 @@ class _Answer:
     body: dict[str, str]
     retry_after: str | None = None
     events: int = 0  # entries in the body's `data`, for the request log
+    odd: world.WorldFault | None = None  # an odd answer, written by sandbox_world
 
 
 def _vendor_body(code: str, msg: str) -> dict[str, str]:
@@ -527,6 +639,13 @@ def _vendor_body(code: str, msg: str) -> dict[str, str]:
 
 
 _OK = _vendor_body("200", "ok")
+
+
+def _failure_body(code: str) -> dict[str, str]:
+    """The body of a random fault whose body code is set (``Faults.failure_code``)."""
+    if len(code) == 3 and code.startswith("5") and code.isdigit():
+        return {**world.SYSTEM_BUSY, "code": code}
+    return _vendor_body(code, "injected fault")
 
 
 class SandboxState:
@@ -595,6 +714,10 @@ class SandboxState:
     def _next_fault(self) -> tuple[_Answer | None, str | None]:
         """Consume this request's fault decision: (the fault's answer, or None for normal
         handling; the Retry-After a passing scripted step puts on the normal answer)."""
+        odd = self._faults.world_fault
+        if odd is not None:
+            code = odd.log_code
+            return _Answer(odd.status, {} if code is None else {"code": code}, odd=odd), None
         if self._script_pos < len(self._script):
             step = self._script[self._script_pos]
             self._script_pos += 1
@@ -606,7 +729,10 @@ class SandboxState:
         # Draw only when a rate is set, so an idle rng sequence stays reproducible.
         if faults.failure_rate > 0.0 and self.rng.random() < faults.failure_rate:
             status = faults.failure_status
-            body = _vendor_body(str(status), "injected fault")
+            if faults.failure_code is None:
+                body = _vendor_body(str(status), "injected fault")
+            else:
+                body = _failure_body(faults.failure_code)
             return _Answer(status, body, faults.retry_after), None
         return None, None
 
@@ -615,7 +741,7 @@ class SandboxState:
             {
                 "t": arrived,
                 "status": answer.status,
-                "code": answer.body["code"],
+                "code": answer.body.get("code"),
                 "events": answer.events,
                 "retry_after": answer.retry_after,
             }
@@ -648,29 +774,47 @@ class SandboxState:
         charset: str | None,
         body: bytes,
         arrived: float | None = None,
+        *,
+        gzipped: bool = False,
+        body_error: world.BodyError | None = None,
     ) -> _Answer:
         """Decide the import path's answer and log it; synchronous so no other request
-        interleaves. ``arrived`` is the request's ``time.time()`` (default: now)."""
+        interleaves. ``arrived`` is the request's ``time.time()`` (default: now). ``body``
+        is the decoded body; ``gzipped`` says it came gzip-encoded, ``body_error`` that it
+        could not be decoded (a 400 once the token is checked)."""
         arrived = time.time() if arrived is None else arrived
-        answer = self._decide(token_ok, content_type, charset, body)
+        answer = self._decide(token_ok, content_type, charset, body, gzipped, body_error)
         self._log_request(arrived, answer)
         return answer
 
     def _decide(
-        self, token_ok: bool, content_type: str, charset: str | None, body: bytes
+        self,
+        token_ok: bool,
+        content_type: str,
+        charset: str | None,
+        body: bytes,
+        gzipped: bool = False,
+        body_error: world.BodyError | None = None,
     ) -> _Answer:
         self.stats.requests += 1
+        if gzipped:
+            self.stats.gzip_requests += 1
         fault, retry_after = self._next_fault()
         if fault is not None:
             self.stats.faults += 1
             fault.events = _count_events(body)
             return fault
-        answer = self._validate_and_record(token_ok, content_type, charset, body)
+        answer = self._validate_and_record(token_ok, content_type, charset, body, body_error)
         answer.retry_after = retry_after
         return answer
 
     def _validate_and_record(
-        self, token_ok: bool, content_type: str, charset: str | None, body: bytes
+        self,
+        token_ok: bool,
+        content_type: str,
+        charset: str | None,
+        body: bytes,
+        body_error: world.BodyError | None = None,
     ) -> _Answer:
         if not token_ok:
             self.stats.unauthorized += 1
@@ -678,6 +822,8 @@ class SandboxState:
             answer.events = _count_events(body)
             return answer
         try:
+            if body_error is not None:
+                raise ContractError(body_error.path, body_error.reason)
             if content_type != "application/json":
                 raise ContractError("Content-Type", "must be application/json")
             if charset is not None and charset.lower() != "utf-8":
@@ -699,8 +845,17 @@ class SandboxState:
             refusal = _vendor_body("400", f"data[{refused}].eventKey: refused by the sandbox")
             status = 200 if self._faults.refuse_with_200 else 400
             return _Answer(status, refusal, events=len(events))
+        if self._fails_uuid(events):
+            self.stats.failed_uuid_requests += 1
+            return _Answer(500, dict(world.SYSTEM_BUSY), events=len(events))
         self.record(events)
         return _Answer(200, _OK, events=len(events))
+
+    def _fails_uuid(self, events: list[Event]) -> bool:
+        if not self._faults.fail_uuids:
+            return False
+        uuids = frozenset(self._faults.fail_uuids)
+        return any(event.get("uuid") in uuids for event in events)
 
     def _refused_index(self, events: list[Event]) -> int | None:
         keys = self._faults.refuse_event_keys
@@ -741,17 +896,27 @@ def build_app(
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     app[STATE_KEY] = state
 
-    async def import_events(request: web.Request) -> web.Response:
+    async def import_events(request: web.Request) -> web.StreamResponse:
         arrived = time.time()
-        body = await request.read()
+        body, gzipped, body_error = await world.read_body(request, _CLIENT_MAX_SIZE)
         latency_ms = state.faults.latency_ms  # settings as of arrival
         token_ok = request.headers.get("X-Token") == token
-        answer = state._handle(token_ok, request.content_type, request.charset, body, arrived)
+        answer = state._handle(
+            token_ok,
+            request.content_type,
+            request.charset,
+            body,
+            arrived,
+            gzipped=gzipped,
+            body_error=body_error,
+        )
         # After recording: a client that times out here has in fact been accepted, which is
         # exactly the at-least-once duplicate case worth exercising. aiohttp does not cancel
         # a handler whose client went away; the answer then goes nowhere, silently.
         if latency_ms > 0:
             await asyncio.sleep(latency_ms / 1000.0)
+        if answer.odd is not None:
+            return await answer.odd.write(request)
         headers = {"Retry-After": answer.retry_after} if answer.retry_after is not None else None
         return web.json_response(answer.body, status=answer.status, headers=headers)
 
@@ -793,9 +958,13 @@ def build_app(
 
     async def post_faults(request: web.Request) -> web.Response:
         try:
-            state.faults = Faults.from_json(json.loads(await request.read() or b"{}"))
+            faults = Faults.from_json(json.loads(await request.read() or b"{}"))
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        odd = faults.world_fault
+        if isinstance(odd, world.GzipBomb):
+            await odd.prepare()  # built before it is switched on, not by the first request
+        state.faults = faults
         log.info("fault settings replaced: %s", state.faults.to_json())
         return web.json_response(faults_json())
 
@@ -811,7 +980,8 @@ def build_app(
 
 
 class SandboxServer:
-    """Serves :func:`build_app` on ``host:port`` (port 0 picks a free one) for ``async with``."""
+    """Serves :func:`build_app` on ``host:port`` (port 0 picks a free one) for ``async with``;
+    HTTPS with ``ssl_context`` (e.g. :func:`connector.sandbox_world.server_ssl_context`)."""
 
     def __init__(
         self,
@@ -823,10 +993,12 @@ class SandboxServer:
         faults: Faults | None = None,
         rng: random.Random | None = None,
         keep_events: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._host = host
         self._requested_port = port
         self._path = path
+        self._ssl_context = ssl_context
         self._app = build_app(token, path=path, faults=faults, rng=rng, keep_events=keep_events)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -844,7 +1016,8 @@ class SandboxServer:
     @property
     def base_url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -856,10 +1029,16 @@ class SandboxServer:
             raise RuntimeError("sandbox server is already started")
         # No access log: the demo sends thousands of requests; shutdown waits briefly for
         # in-flight (possibly latency-delayed) answers instead of aiohttp's default 60 s.
-        runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
+        # auto_decompress off: the sandbox inflates gzip bodies itself, bounded, and
+        # refuses other codings in the vendor's body shape.
+        runner = web.AppRunner(
+            self._app, access_log=None, shutdown_timeout=1.0, auto_decompress=False
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._requested_port)
+            site = web.TCPSite(
+                runner, self._host, self._requested_port, ssl_context=self._ssl_context
+            )
             await site.start()
             self._port = int(runner.addresses[0][1])
         except BaseException:
@@ -894,10 +1073,17 @@ async def serve(
     path: str = DEFAULT_PATH,
     *,
     keep_events: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    """Run the sandbox until cancelled (``event-sink sandbox``)."""
+    """Run the sandbox until cancelled (``event-sink sandbox``); HTTPS with ``ssl_context``."""
     async with SandboxServer(
-        token, host=host, port=port, path=path, faults=faults, keep_events=keep_events
+        token,
+        host=host,
+        port=port,
+        path=path,
+        faults=faults,
+        keep_events=keep_events,
+        ssl_context=ssl_context,
     ):
         await asyncio.Event().wait()
 
@@ -950,7 +1136,9 @@ def _latency(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``sandbox`` subcommand's flags (dests: host, port, token, path, failure_rate,
-    failure_status, latency_ms, script, retry_after, refuse_event_keys, refuse_with_200)."""
+    failure_status, latency_ms, script, retry_after, refuse_event_keys, refuse_with_200,
+    failure_code, fail_uuids, redirect, html_200, huge_body_mib, gzip_bomb_mib,
+    drop_connection)."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
@@ -997,6 +1185,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="answer such refusals with HTTP 200 and body code 400 instead of HTTP 400",
     )
+    parser.add_argument(
+        "--failure-code",
+        type=_arg_type(world.parse_code),
+        default=None,
+        help="body code of random faults (default: the status), e.g. 500 with --failure-status 200",
+    )
+    parser.add_argument(
+        "--fail-uuids",
+        type=_arg_type(_event_keys),
+        default=(),
+        metavar="UUID[,UUID...]",
+        help="answer 500 to every valid request holding an event with one of these uuids",
+    )
+    odd = parser.add_mutually_exclusive_group()
+    odd.add_argument(
+        "--redirect",
+        type=_arg_type(world.parse_redirect),
+        default=None,
+        metavar="STATUS:URL",
+        help="answer every request with this redirect, e.g. 307:http://127.0.0.1:9000/x",
+    )
+    odd.add_argument(
+        "--html-200", action="store_true", help="answer every request 200 with a gateway's HTML"
+    )
+    odd.add_argument(
+        "--huge-body-mib",
+        type=_arg_type(world.parse_mib),
+        default=0,
+        metavar="MIB",
+        help="answer every request 200 with MIB MiB of spaces before a code-503 body",
+    )
+    odd.add_argument(
+        "--gzip-bomb-mib",
+        type=_arg_type(world.parse_mib),
+        default=0,
+        metavar="MIB",
+        help="answer every request 200 with gzip that inflates to MIB MiB (then code 200)",
+    )
+    odd.add_argument(
+        "--drop-connection",
+        action="store_true",
+        help="answer every request with headers and 10 bytes of body, then close",
+    )
 
 
 def faults_from_args(ns: argparse.Namespace) -> Faults:
@@ -1008,12 +1239,20 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
         retry_after=ns.retry_after,
         refuse_event_keys=ns.refuse_event_keys,
         refuse_with_200=ns.refuse_with_200,
+        failure_code=ns.failure_code,
+        fail_uuids=ns.fail_uuids,
+        redirect=ns.redirect,
+        html_200=ns.html_200,
+        huge_body_mib=ns.huge_body_mib,
+        gzip_bomb_mib=ns.gzip_bomb_mib,
+        drop_connection=ns.drop_connection,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m connector.sandbox``: ``event-sink sandbox``'s flags plus ``--no-keep-events``
-    (uuids and counts only: long runs need no event bodies). Stops on SIGINT or SIGTERM."""
+    (uuids and counts only: long runs need no event bodies) and the TLS flags of
+    :func:`connector.sandbox_world.add_tls_arguments`. Stops on SIGINT or SIGTERM."""
     from connector import logs  # only the standalone entry point configures logging
 
     parser = argparse.ArgumentParser(
@@ -1027,7 +1266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="do not keep accepted event bodies (GET /events answers 409); uuids are kept",
     )
+    world.add_tls_arguments(parser)
     ns = parser.parse_args(argv)
+    ssl_context = world.ssl_context_from_args(ns, parser)
     logs.configure("INFO", "plain", logs.Redactor([ns.token]))
     faults = faults_from_args(ns)
 
@@ -1037,7 +1278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        await serve(ns.host, ns.port, ns.token, faults, ns.path, keep_events=ns.keep_events)
+        await serve(
+            ns.host,
+            ns.port,
+            ns.token,
+            faults,
+            ns.path,
+            keep_events=ns.keep_events,
+            ssl_context=ssl_context,
+        )
 
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         run_async(run())

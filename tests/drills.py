@@ -40,6 +40,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -262,6 +263,8 @@ class SandboxProcess(_ChildProcess):
 
     Started with ``--no-keep-events`` (uuids and counts only), so 200,000 events cost it
     little memory. ``faults`` are set through ``POST /faults`` once it listens.
+    ``extra_args`` go on its command line (e.g. ``--tls-cert F --tls-key K``: then ``url``
+    is ``https://...``); ``cafile`` is the CA the control calls trust over HTTPS.
     """
 
     name = "sandbox"
@@ -273,11 +276,14 @@ class SandboxProcess(_ChildProcess):
         token: str = TOKEN,
         faults: Mapping[str, Any] | None = None,
         startup_timeout_s: float = 30.0,
+        extra_args: Sequence[str] = (),
+        cafile: str | None = None,
     ) -> None:
         argv = [sys.executable, "-m", "connector.sandbox", "--port", "0", "--token", token]
-        super().__init__([*argv, "--no-keep-events"], log_path, os.environ)
+        self._ssl_context = None if cafile is None else ssl.create_default_context(cafile=cafile)
+        super().__init__([*argv, "--no-keep-events", *extra_args], log_path, os.environ)
         self.url = self._wait_url(startup_timeout_s)  # the import URL, for the config
-        self.base_url = "/".join(self.url.split("/", 3)[:3])  # http://127.0.0.1:PORT
+        self.base_url = "/".join(self.url.split("/", 3)[:3])  # http(s)://127.0.0.1:PORT
         if faults:
             self.set_faults(**faults)
 
@@ -302,7 +308,9 @@ class SandboxProcess(_ChildProcess):
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with urllib.request.urlopen(
+                request, timeout=timeout_s, context=self._ssl_context
+            ) as response:
                 return json.load(response)
         except urllib.error.HTTPError as err:
             raise AssertionError(f"sandbox {method} {path}: {err.code} {err.read()!r}") from None
@@ -900,11 +908,16 @@ class Drill:
     def produce(self, topic: str, count: int, *, seed: int = 1) -> Produced:
         return produce_events(self.bootstrap, topic, count, seed=seed)
 
-    def start_sandbox(self, **faults: Any) -> SandboxProcess:
-        """Start the sandbox with these fault settings (``POST /faults`` keys)."""
+    def start_sandbox(
+        self, *, extra_args: Sequence[str] = (), cafile: str | None = None, **faults: Any
+    ) -> SandboxProcess:
+        """Start the sandbox with these fault settings (``POST /faults`` keys);
+        ``extra_args`` and ``cafile`` as :class:`SandboxProcess` takes them (HTTPS)."""
         if self.sandbox is not None:
             raise RuntimeError("the drill's sandbox is already started")
-        self.sandbox = SandboxProcess(self.dir / "sandbox.log", faults=faults)
+        self.sandbox = SandboxProcess(
+            self.dir / "sandbox.log", faults=faults, extra_args=extra_args, cafile=cafile
+        )
         return self.sandbox
 
     def config(

@@ -146,6 +146,8 @@ EMPTY_STATS = {
     "faults": 0,
     "refused": 0,
     "max_batch": 0,
+    "gzip_requests": 0,
+    "failed_uuid_requests": 0,
 }
 
 
@@ -644,6 +646,13 @@ async def test_faults_can_be_replaced_at_runtime(
         "retry_after": None,
         "refuse_event_keys": [],
         "refuse_with_200": False,
+        "failure_code": None,
+        "redirect": None,
+        "html_200": False,
+        "huge_body_mib": 0,
+        "gzip_bomb_mib": 0,
+        "drop_connection": False,
+        "fail_uuids": [],
         "script_remaining": [],
     }
     new = {"script": [504, {"status": 200, "code": "403"}], "failure_status": 500}
@@ -986,6 +995,8 @@ async def test_stats_add_up(http: aiohttp.ClientSession) -> None:
         "faults": 1,
         "refused": 0,
         "max_batch": 4,
+        "gzip_requests": 0,
+        "failed_uuid_requests": 0,
     }
 
 
@@ -1291,6 +1302,9 @@ def test_faults_json_round_trip_with_every_setting() -> None:
         retry_after="1",
         refuse_event_keys=["c_buy"],
         refuse_with_200=True,
+        failure_code="OOPS",
+        fail_uuids=["uuid-1"],
+        gzip_bomb_mib=16,
     )
     as_json = json.loads(json.dumps(faults.to_json()))
     assert as_json["script"] == [
@@ -1299,6 +1313,16 @@ def test_faults_json_round_trip_with_every_setting() -> None:
         {"status": 200, "code": "500", "retry_after": "Wed, 21 Oct"},
     ]
     assert Faults.from_json(as_json) == faults
+    # The world faults that the first one could not hold (at most one is set at a time).
+    for odd in (
+        {"redirect": {"status": 308, "location": "https://127.0.0.1:9/x"}},
+        {"html_200": True},
+        {"huge_body_mib": 3},
+        {"drop_connection": True},
+    ):
+        other = Faults.from_json(odd)
+        assert Faults.from_json(json.loads(json.dumps(other.to_json()))) == other
+        assert {k: v for k, v in other.to_json().items() if k in odd} == odd
 
 
 # ------------------------------------------------------------------ validator, property-based
