@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from confluent_kafka import KafkaError, Message, Producer
 
 from connector import devkafka, samples
 from connector.app import Connector
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
+from connector.http_setup import make_session
 from connector.records import TopicPartition
 from connector.runtime import run_async
 from connector.sandbox import Faults, SandboxServer
@@ -145,8 +145,7 @@ async def run_until_delivered(
     """Run the connector until the API holds every event and every commit reached the end."""
     decoder = AvroDecoder(load_schema(settings.source.schema_file))
     stop = asyncio.Event()
-    connector_limit = aiohttp.TCPConnector(limit=settings.http.max_in_flight)
-    async with aiohttp.ClientSession(connector=connector_limit) as session:
+    async with make_session(settings.http.max_in_flight) as session:
         connector = Connector(settings, decoder=decoder, session=session, token=lambda: token)
         started = time.monotonic()
         task = asyncio.create_task(connector.run(stop))

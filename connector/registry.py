@@ -9,9 +9,11 @@ process; every record is then read with Avro schema resolution into the one read
 What goes wrong, and what happens:
 
 * the registry unreachable, timing out, answering 5xx (or 401/403, not the data's
-  fault): ``RegistryUnavailable``. The gate holds the chunk, pauses its partitions and
-  retries with capped backoff while the consume loop keeps turning (commits, health,
-  group membership); nothing is skipped or dead-lettered;
+  fault), redirecting (never followed: its credentials stay with the configured origin),
+  or answering more than :data:`MAX_SCHEMA_ANSWER_BYTES`: ``RegistryUnavailable``. The
+  gate holds the chunk, pauses its partitions and retries with capped backoff while the
+  consume loop keeps turning (commits, health, group membership); nothing is skipped or
+  dead-lettered;
 * an unknown id (404), a bad magic byte, a non-Avro schema, bytes that do not decode:
   ``DecodeError`` at decode time, so the record is dead-lettered with that reason (or
   stops the connector, per ``dlq.on_invalid``).
@@ -34,6 +36,7 @@ from typing import Any
 import aiohttp
 import fastavro
 
+from connector.classify import origin
 from connector.config import (
     REGISTRY_PASSWORD_ENV,
     REGISTRY_TOKEN_ENV,
@@ -42,6 +45,7 @@ from connector.config import (
     SchemaRegistrySettings,
 )
 from connector.decode import AvroDecoder, DecodeError, strip_logical_types
+from connector.http_setup import DIRECT, Proxy, UnreadableBody, read_bounded
 from connector.records import SourceRecord, TopicPartition
 from connector.source import CommitCallback, ConsumerFactory, KafkaSource, RebalanceCallback
 
@@ -51,6 +55,8 @@ MAGIC = 0
 _HEADER = struct.Struct(">bI")
 _BACKOFF_INITIAL_S = 0.2
 _BACKOFF_MAX_S = 10.0
+# A schema is text of a few KiB; a very large one still fits. Longer answers are not read.
+MAX_SCHEMA_ANSWER_BYTES = 8 << 20
 
 
 class RegistryUnavailable(Exception):
@@ -67,9 +73,14 @@ class RegistryClient:
     """``GET /schemas/ids/{id}`` over the connector's aiohttp session."""
 
     def __init__(
-        self, settings: SchemaRegistrySettings, environ: Mapping[str, str] | None = None
+        self,
+        settings: SchemaRegistrySettings,
+        environ: Mapping[str, str] | None = None,
+        *,
+        proxy: Proxy = DIRECT,
     ) -> None:
         env = os.environ if environ is None else environ
+        self.proxy = proxy
         if settings.url is None:
             raise ConfigError("source.schema_registry.url is not set")
         self._base = settings.url.rstrip("/")
@@ -99,16 +110,36 @@ class RegistryClient:
         url = f"{self._base}/schemas/ids/{schema_id}"
         try:
             async with session.get(
-                url, headers=self._headers, timeout=self._timeout, ssl=self._ssl
+                url,
+                headers=self._headers,
+                timeout=self._timeout,
+                ssl=self._ssl,
+                allow_redirects=False,  # the credentials go to the configured origin only
+                auto_decompress=False,  # read_bounded inflates, within its bound
+                proxy=self.proxy.url,
+                proxy_headers=self.proxy.headers,
             ) as response:
                 if response.status == 404:
                     return None
+                if 300 <= response.status < 400:
+                    target = origin(response.headers.get("Location", ""))
+                    raise RegistryUnavailable(
+                        f"schema registry redirects (HTTP {response.status} to {target}) for "
+                        f"schema id {schema_id}; redirects are not followed: fix its url"
+                    )
                 if response.status != 200:
                     raise RegistryUnavailable(
                         f"schema registry answered HTTP {response.status} for schema id {schema_id}"
                     )
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+                raw = await read_bounded(response, MAX_SCHEMA_ANSWER_BYTES)
+                if raw is None:
+                    response.close()
+                    raise RegistryUnavailable(
+                        f"schema registry's answer for id {schema_id} is longer than "
+                        f"{MAX_SCHEMA_ANSWER_BYTES} bytes"
+                    )
+                body = json.loads(raw)
+        except (aiohttp.ClientError, TimeoutError, ValueError, UnreadableBody) as exc:
             raise RegistryUnavailable(
                 f"schema registry unreachable fetching schema id {schema_id}: {type(exc).__name__}"
             ) from None

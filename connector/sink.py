@@ -1,191 +1,53 @@
 """The HTTP client of the event import API: one ``send(batch)`` that decides every event.
 
-``classify`` is the one table that reads an answer:
+``connector.classify`` is the one table that reads an answer; here is what each verdict does:
 
-- HTTP 200 with body ``code == "200"`` → delivered;
-- 408, 429, 5xx, timeouts, connection errors, and a 200 whose body is not the contract's
-  JSON (or any other 1xx/2xx/3xx) → retry with capped exponential backoff and full jitter;
+- delivered: done;
+- retry (408, 429, 5xx and such body codes, unknown body codes, timeouts, dropped
+  connections, bodies too long to read) → capped exponential backoff with full jitter;
   ``Retry-After`` (seconds or an HTTP date) holds **every** sender (one shared gate);
-- 400, 422 and a 200 whose body ``code`` refuses the data → refused: the batch is bisected
-  until the refused events stand alone; 413 → too large: split the same way;
-- 401, 403, 404 → auth: not the data's fault. Every sender stops; one probes with slow
-  backoff (the token is read again on every attempt) until the API accepts again.
+- refused (other 4xx) → the batch is bisected until the refused events stand alone;
+  too large (413) → split the same way;
+- halt (401, 403, 404, and any 3xx: redirects are never followed) → not the data's
+  fault. Every sender stops; one probes with slow backoff (the token is read again on
+  every attempt) until the API accepts again.
 
-Config (``http.status_overrides``) may move any status to another verdict.
-``send`` returns only when every event of the batch is either delivered or isolated and
-refused; the caller dead-letters the refused ones (or stops). Cancellation is the only
-other way out, and then nothing about the batch is decided.
+Retries are unbounded unless a retry budget (``http.retry.max_attempts`` /
+``give_up_after_s``) is set: a batch that spent it is bisected, each part tried once, and
+the events that still fail are reported refused with reason ``retries_exhausted``. A halt
+never spends the budget. ``send`` returns only when every event of the batch is either
+delivered or isolated and refused; the caller dead-letters the refused ones (or stops).
+Cancellation is the only other way out, and then nothing about the batch is decided.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import logging
-import math
 import random
+import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
 from connector.batch import render_body
+from connector.classify import Outcome, Verdict, classify
+from connector.http_setup import (
+    ACCEPT_ENCODING,
+    DIRECT,
+    MAX_ANSWER_BYTES,
+    Proxy,
+    UnreadableBody,
+    read_bounded,
+)
 from connector.metrics import Metrics, status_class
 from connector.records import Batch, EncodedEvent
+from connector.send_gate import SendGate, backoff_delay
 
 log = logging.getLogger(__name__)
-
-
-class Verdict(Enum):
-    DELIVERED = "delivered"
-    RETRY = "retry"  # transient: the same request may succeed later
-    REFUSED = "refused"  # the API refused the data: bisect, dead-letter the refused events
-    TOO_LARGE = "too_large"  # 413: split by size
-    AUTH = "auth"  # not the data's fault: token or endpoint (401/403/404); halt and probe
-
-
-# Verdicts that config may assign to a status.
-OVERRIDABLE = {"retry": Verdict.RETRY, "refuse": Verdict.REFUSED, "halt": Verdict.AUTH}
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    verdict: Verdict
-    reason: str  # short, bounded: safe for logs and metric labels
-    status: int | None = None
-    code: str | None = None  # the body's `code`, where there was one
-    error_code: str | None = None
-    retry_after_s: float | None = None
-
-
-def parse_retry_after(value: str | None, now_s: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - now_s
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _default_verdict(status: int) -> Verdict:
-    if status in (401, 403, 404):
-        return Verdict.AUTH
-    if status == 413:
-        return Verdict.TOO_LARGE
-    if status in (408, 429) or status >= 500:
-        return Verdict.RETRY
-    if 400 <= status < 500:
-        return Verdict.REFUSED
-    # 1xx, 2xx other than 200 (the vendor names 201) and 3xx: not the contract's success.
-    return Verdict.RETRY
-
-
-def classify(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    overrides: Mapping[int, Verdict] | None = None,
-    now_s: float | None = None,
-) -> Outcome:
-    """Decide what one HTTP answer means. Pure but for the clock (injectable); tested by row."""
-    code = error_code = None
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        parsed = None
-    if isinstance(parsed, dict):
-        raw_code, raw_error = parsed.get("code"), parsed.get("errorCode")
-        code = str(raw_code)[:16] if raw_code is not None else None
-        error_code = str(raw_error)[:64] if raw_error is not None else None
-    retry_after = parse_retry_after(
-        headers.get("Retry-After"), time.time() if now_s is None else now_s
-    )
-    if overrides and status in overrides:
-        verdict = overrides[status]
-        return Outcome(verdict, f"http_{status}", status, code, error_code, retry_after)
-    if status == 200:
-        if code is None:
-            return Outcome(Verdict.RETRY, "malformed_body", status)
-        if code == "200":
-            return Outcome(Verdict.DELIVERED, "ok", status, code, error_code)
-        return Outcome(Verdict.REFUSED, "body_code", status, code, error_code)
-    verdict = _default_verdict(status)
-    return Outcome(verdict, f"http_{status}", status, code, error_code, retry_after)
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(max, initial * 2**attempt)]; attempt counts from 0."""
-    ceiling = min(max_s, initial_s * (2 ** min(attempt, 62)))
-    return rng.uniform(0.0, ceiling)
-
-
-class SendGate:
-    """What every sender to the endpoint shares: the Retry-After hold and the auth halt.
-
-    While throttled, nobody sends until the time is up. While halted, only one sender
-    (the prober) sends; the others wait, and one of them takes over probing if the prober
-    goes away (its batch was cancelled by a revoke or shutdown).
-    """
-
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
-        poll_s: float = 0.2,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._poll_s = poll_s
-        self._throttle_until = 0.0
-        self.halted = False
-        self._prober: object | None = None
-
-    def throttled(self) -> bool:
-        return self._clock() < self._throttle_until
-
-    def throttle(self, seconds: float) -> None:
-        self._throttle_until = max(self._throttle_until, self._clock() + seconds)
-
-    async def wait(self, sender: object) -> None:
-        """Return when ``sender`` may send."""
-        while True:
-            if self.halted and self._prober is not sender:
-                if self._prober is None:
-                    self._prober = sender  # the prober went away: take over
-                    continue
-                await self._sleep(self._poll_s)
-                continue
-            remaining = self._throttle_until - self._clock()
-            if remaining > 0:
-                await self._sleep(remaining)
-                continue
-            return
-
-    def halt(self, sender: object) -> None:
-        if not self.halted:
-            self.halted = True
-            self._prober = sender
-
-    def reopen(self) -> None:
-        self.halted = False
-        self._prober = None
-
-    def leave(self, sender: object) -> None:
-        if self._prober is sender:
-            self._prober = None
 
 
 @dataclass(slots=True)
@@ -194,14 +56,49 @@ class SendReport:
 
     refused: list[tuple[EncodedEvent, Outcome]] = field(default_factory=list)
     attempts: int = 0
+    budget_spent: bool = False  # the retry budget ran out and the batch was bisected
     requests_delivered: int = 0
     duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How much retrying one request may do before its batch is bisected; None: no limit.
+
+    Counts retryable answers and the time spent on them (backoff and Retry-After holds
+    included), never time spent halted."""
+
+    max_attempts: int | None = None
+    give_up_after_s: float | None = None
+
+    def spent(self, attempts: int, spent_s: float) -> bool:
+        return (self.max_attempts is not None and attempts >= self.max_attempts) or (
+            self.give_up_after_s is not None and spent_s >= self.give_up_after_s
+        )
+
+
+UNLIMITED = RetryBudget()
+ONE_ATTEMPT = RetryBudget(max_attempts=1)
+# Distinct unknown body codes logged once each; beyond this many, no more are remembered.
+_UNKNOWN_CODES_REMEMBERED = 100
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how requests go: the URL's origin only (redirects are never followed)."""
+
+    url: str
+    proxy: Proxy = DIRECT
+    tls: ssl.SSLContext | bool = True  # True: the system trust store
+    headers: Mapping[str, str] = field(default_factory=dict)
+    gzip: bool = False
+    max_answer_bytes: int = MAX_ANSWER_BYTES
 
 
 class HttpSink:
     """Posts batches to the import URL; safe to call concurrently.
 
-    The session, the token source, the clock, the sleep and the random source are
+    The session, the token source, the clocks, the sleep and the random source are
     injected so that tests drive them.
     """
 
@@ -209,7 +106,7 @@ class HttpSink:
         self,
         session: aiohttp.ClientSession,
         *,
-        url: str,
+        url: str | Endpoint,
         token: Callable[[], str],
         public_params_json: bytes,
         timeout_s: float,
@@ -218,13 +115,16 @@ class HttpSink:
         halt_probe_max_s: float = 60.0,
         max_retry_after_s: float = 300.0,
         overrides: Mapping[int, Verdict] | None = None,
+        body_overrides: Mapping[str, Verdict] | None = None,
+        budget: RetryBudget = UNLIMITED,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
     ) -> None:
         self._session = session
-        self._url = url
+        self._endpoint = url if isinstance(url, Endpoint) else Endpoint(url)
         self._token = token
         self._public_params = public_params_json
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -233,15 +133,20 @@ class HttpSink:
         self._halt_probe_max = halt_probe_max_s
         self._max_retry_after = max_retry_after_s
         self._overrides = dict(overrides or {})
+        self._body_overrides = dict(body_overrides or {})
+        self._budget = budget
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._monotonic = monotonic
+        self._wall_clock = wall_clock
         self._metrics = metrics
+        self._unknown_codes: set[str] = set()
         self.gate = SendGate(monotonic, sleep)
+        self.halt_cause: Outcome | None = None  # the answer that halted the senders
 
     @property
     def halted(self) -> bool:
-        """The API refuses the token or the URL: every sender is holding."""
+        """The API refuses the token or the URL (or redirects): every sender is holding."""
         return self.gate.halted
 
     async def attempt(self, body: bytes) -> Outcome:
@@ -259,92 +164,159 @@ class HttpSink:
             metrics.http_duration.observe(self._monotonic() - started)
             metrics.http_requests.labels(status_class(outcome.status)).inc()
             metrics.batches_sent.labels(outcome.verdict.value).inc()
+        if outcome.reason == "body_code_unknown":
+            self._note_unknown_code(outcome)
         return outcome
 
     async def _post(self, body: bytes) -> Outcome:
-        headers = {"Content-Type": "application/json", "X-Token": self._token()}
+        endpoint = self._endpoint
+        headers = {
+            **endpoint.headers,
+            "Content-Type": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            "X-Token": self._token(),
+        }
+        if endpoint.gzip:
+            headers["Content-Encoding"] = "gzip"
         try:
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                endpoint.url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # the token and the data go to this origin only
+                auto_decompress=False,  # read_bounded inflates, within its bound
+                proxy=endpoint.proxy.url,
+                proxy_headers=endpoint.proxy.headers,
+                ssl=endpoint.tls,
             ) as response:
-                payload = await response.read()
+                try:
+                    payload = await read_bounded(response, endpoint.max_answer_bytes)
+                except UnreadableBody:
+                    response.close()
+                    return Outcome(Verdict.RETRY, "body_encoding", response.status)
+                if payload is None:
+                    response.close()  # not drained: the rest of the stream is never read
                 return classify(
-                    response.status, response.headers, payload, overrides=self._overrides
+                    response.status,
+                    response.headers,
+                    payload,
+                    now_s=self._wall_clock(),
+                    overrides=self._overrides,
+                    body_overrides=self._body_overrides,
                 )
         except TimeoutError:
             return Outcome(Verdict.RETRY, "timeout")
         except aiohttp.ClientError as exc:
             return Outcome(Verdict.RETRY, f"connection:{type(exc).__name__}")
 
+    def _note_unknown_code(self, outcome: Outcome) -> None:
+        code = outcome.code if outcome.code is not None else "(missing)"
+        if code in self._unknown_codes or len(self._unknown_codes) >= _UNKNOWN_CODES_REMEMBERED:
+            return
+        self._unknown_codes.add(code)
+        log.warning(
+            "the API answered HTTP 200 with body code %r, which is not a three-digit status: "
+            "retrying (an unknown code is no proof that the data is bad); set "
+            "http.body_code_overrides to decide otherwise",
+            code,
+            extra={"body_code": code, "error_code": outcome.error_code},
+        )
+
+    def render(self, events: Sequence[EncodedEvent]) -> bytes:
+        """The request body for these events (compressed when ``http.compression`` says so)."""
+        body = render_body(self._public_params, events)
+        if self._endpoint.gzip:
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+            body = packer.compress(body) + packer.flush()
+        return body
+
     async def send(self, batch: Batch) -> SendReport:
         """Deliver a batch; isolate and return the events the API refuses.
 
-        Retries transient failures forever (capped exponential backoff, full jitter,
-        Retry-After honoured for every sender). A refused or too-large request is split in
-        halves, each sent on its own, down to single events; a refused single event is
-        reported, never dropped. Raises nothing for HTTP or network failures.
+        Retries transient failures (capped exponential backoff, full jitter, Retry-After
+        honoured for every sender), forever unless a retry budget is set. A refused or
+        too-large request is split in halves, each sent on its own, down to single
+        events; so is a request that spent its retry budget, whose parts get one attempt
+        each. A refused single event is reported, never dropped. Raises nothing for HTTP
+        or network failures.
         """
         report = SendReport()
         started = self._monotonic()
         if self._metrics is not None:
             self._metrics.batch_events.observe(len(batch.events))
             self._metrics.batch_bytes.observe(batch.size_bytes)
-        pending: list[Sequence[EncodedEvent]] = [batch.events]
+        pending: list[tuple[Sequence[EncodedEvent], RetryBudget]] = [(batch.events, self._budget)]
         while pending:
-            events = pending.pop()
-            outcome = await self._decide(batch.batch_id, events, report)
+            events, budget = pending.pop()
+            outcome, spent = await self._decide(batch.batch_id, events, report, budget)
             if outcome.verdict is Verdict.DELIVERED:
                 report.requests_delivered += 1
-            elif len(events) == 1:
+                continue
+            if spent:
+                if not report.budget_spent:
+                    report.budget_spent = True
+                    if self._metrics is not None:
+                        self._metrics.retry_budget_exhausted.inc()
+                outcome = replace(outcome, verdict=Verdict.REFUSED, reason="retries_exhausted")
+                budget = ONE_ATTEMPT
+            if len(events) == 1:
                 report.refused.append((events[0], outcome))
             else:
                 middle = len(events) // 2
                 # A stack: the first half goes out first, keeping order within a batch.
-                pending.append(events[middle:])
-                pending.append(events[:middle])
+                pending.append((events[middle:], budget))
+                pending.append((events[:middle], budget))
         report.duration_s = self._monotonic() - started
         return report
 
     async def _decide(
-        self, batch_id: int, events: Sequence[EncodedEvent], report: SendReport
-    ) -> Outcome:
-        """Send these events until the answer is delivered, refused or too large."""
-        body = render_body(self._public_params, events)
-        attempt = 0
+        self,
+        batch_id: int,
+        events: Sequence[EncodedEvent],
+        report: SendReport,
+        budget: RetryBudget,
+    ) -> tuple[Outcome, bool]:
+        """Send these events until the answer is delivered, refused or too large, or the
+        budget is spent (then the second item is True and the outcome is the last answer)."""
+        body = self.render(events)
+        attempt = retryable = 0
+        spent_s = 0.0
         me = object()  # this request's identity at the gate
+        clock = self._monotonic
         try:
             while True:
+                waited_from, halted_before = clock(), self.gate.halted
                 await self.gate.wait(me)
+                if not (halted_before or self.gate.halted):
+                    spent_s += clock() - waited_from  # a Retry-After hold counts; a halt not
+                sent_at = clock()
                 outcome = await self.attempt(body)
                 attempt += 1
                 report.attempts += 1
                 verdict = outcome.verdict
                 if verdict is Verdict.DELIVERED:
-                    if self.gate.halted:
-                        log.info("the API accepts again: resuming every sender")
-                        self.gate.reopen()
-                    return outcome
+                    self._reopen()
+                    return outcome, False
                 if verdict in (Verdict.REFUSED, Verdict.TOO_LARGE):
-                    if self.gate.halted:
-                        self.gate.reopen()  # the API answered about the data: auth is fine
+                    self._reopen()  # the API answered about the data: the endpoint is fine
                     self._log(logging.WARNING, "request refused, splitting", outcome, events,
                               batch_id, attempt)  # fmt: skip
-                    return outcome
+                    return outcome, False
                 if verdict is Verdict.AUTH:
-                    if not self.gate.halted:
-                        log.error(
-                            "the API refuses the token or the URL (HTTP %s): every sender "
-                            "stops, probing with slow backoff; nothing is dropped",
-                            outcome.status,
-                        )
-                    self.gate.halt(me)
+                    self._halt(me, outcome)
                     delay = backoff_delay(attempt, 1.0, self._halt_probe_max, self._rng)
                 else:
-                    delay = backoff_delay(attempt - 1, self._initial, self._max, self._rng)
+                    retryable += 1
+                    spent_s += clock() - sent_at
+                    delay = backoff_delay(retryable - 1, self._initial, self._max, self._rng)
                     if outcome.retry_after_s is not None:
                         hold = min(outcome.retry_after_s, self._max_retry_after)
                         self.gate.throttle(hold)
                         delay = max(delay, hold)
+                    if budget.spent(retryable, spent_s + delay):
+                        return outcome, True
+                    spent_s += delay
                 if self._metrics is not None:
                     self._metrics.http_retries.labels(outcome.reason).inc()
                 self._log(logging.WARNING, f"request not delivered, retrying in {delay:.2f}s",
@@ -352,6 +324,32 @@ class HttpSink:
                 await self._sleep(delay)
         finally:
             self.gate.leave(me)
+
+    def _reopen(self) -> None:
+        if self.gate.halted:
+            log.info("the API accepts again: resuming every sender")
+            self.gate.reopen()
+            self.halt_cause = None
+
+    def _halt(self, me: object, outcome: Outcome) -> None:
+        if not self.gate.halted:
+            self.halt_cause = outcome
+            if outcome.location is not None:
+                log.error(
+                    "the endpoint redirects (HTTP %s to %s); redirects are never followed, "
+                    "so the token and the data stay with http.url's origin: every sender "
+                    "stops, probing with slow backoff; nothing is dropped. Fix http.url.",
+                    outcome.status,
+                    outcome.location,
+                )
+            else:
+                log.error(
+                    "the API refuses the token or the URL (HTTP %s%s): every sender stops, "
+                    "probing with slow backoff; nothing is dropped",
+                    outcome.status,
+                    f", body code {outcome.code}" if outcome.status == 200 else "",
+                )
+        self.gate.halt(me)
 
     @staticmethod
     def _log(

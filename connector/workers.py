@@ -256,7 +256,8 @@ class Supervisor:
         if worker.port is None or self._session is None:
             return None
         try:
-            async with self._session.get(worker.url + path) as response:
+            # A worker never redirects; a probe must not follow one anywhere either.
+            async with self._session.get(worker.url + path, allow_redirects=False) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError):
             return None

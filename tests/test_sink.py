@@ -17,16 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.batch import body_overhead
+from connector.classify import Verdict, classify, parse_retry_after
 from connector.records import Batch, EncodedEvent
 from connector.sandbox import Faults, SandboxServer, ScriptStep
-from connector.sink import (
-    HttpSink,
-    SendReport,
-    Verdict,
-    backoff_delay,
-    classify,
-    parse_retry_after,
-)
+from connector.send_gate import backoff_delay
+from connector.sink import HttpSink, SendReport
 
 OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'
 
@@ -35,15 +30,15 @@ OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'
     ("status", "body", "verdict", "reason"),
     [
         (200, OK, Verdict.DELIVERED, "ok"),
-        (200, b'{"code":"500","errorCode":"ERR","msg":"x"}', Verdict.REFUSED, "body_code"),
+        (200, b'{"code":"500","errorCode":"ERR","msg":"x"}', Verdict.RETRY, "body_code_500"),
         (200, b'{"code":200,"errorCode":"SUCCESS","msg":"ok"}', Verdict.DELIVERED, "ok"),
         (200, b"<html>ok</html>", Verdict.RETRY, "malformed_body"),
         (200, b"", Verdict.RETRY, "malformed_body"),
-        (200, b'{"code":"400","errorCode":"BAD","msg":"x"}', Verdict.REFUSED, "body_code"),
+        (200, b'{"code":"400","errorCode":"BAD","msg":"x"}', Verdict.REFUSED, "body_code_400"),
         (200, b'["code"]', Verdict.RETRY, "malformed_body"),
         (201, OK, Verdict.RETRY, "http_201"),
         (204, b"", Verdict.RETRY, "http_204"),
-        (302, b"", Verdict.RETRY, "http_302"),
+        (302, b"", Verdict.AUTH, "http_302"),
         (
             400,
             b'{"code":"400","errorCode":"INVALID_PARAMS","msg":"x"}',
@@ -62,7 +57,7 @@ OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'
     ],
 )
 def test_classify(status: int, body: bytes, verdict: Verdict, reason: str) -> None:
-    outcome = classify(status, {}, body)
+    outcome = classify(status, {}, body, now_s=0.0)
     assert (outcome.verdict, outcome.reason) == (verdict, reason)
 
 
@@ -130,7 +125,7 @@ async def test_send_retries_503_503_then_delivers_once() -> None:
 
 
 async def test_a_refusing_body_code_splits_the_batch_and_both_halves_are_delivered() -> None:
-    faults = Faults(script=(ScriptStep(200, "500"), 200))
+    faults = Faults(script=(ScriptStep(200, "400"), 200))
     async with SandboxServer("tok", faults=faults) as sandbox, aiohttp.ClientSession() as session:
         result = await make_sink(session, sandbox.url, []).send(batch_of(2))
         stats = sandbox.state.stats
@@ -196,7 +191,7 @@ async def test_the_body_is_the_contract_shape() -> None:
 def test_config_overrides_move_a_status_to_another_verdict(
     overrides: dict[int, Verdict], status: int, verdict: Verdict
 ) -> None:
-    assert classify(status, {}, b"", overrides=overrides).verdict is verdict
+    assert classify(status, {}, b"", overrides=overrides, now_s=0.0).verdict is verdict
 
 
 @pytest.mark.parametrize(
@@ -313,7 +308,7 @@ def test_bisection_delivers_everything_but_the_poison_in_any_arrangement(
 ) -> None:
     def answer(events: list[dict[str, Any]]) -> Answer:
         if any(int(e["uuid"][2:]) in poison for e in events):
-            return 200, {}, b'{"code":"500","errorCode":"REFUSED","msg":"x"}'
+            return 200, {}, b'{"code":"400","errorCode":"REFUSED","msg":"x"}'
         return 200, {}, OK
 
     async def scenario() -> tuple[SendReport, ScriptedApi]:
