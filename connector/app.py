@@ -19,16 +19,18 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from connector.batch import Batcher, body_overhead
+from connector.classify import OVERRIDABLE, Outcome
 from connector.config import Settings
 from connector.decode import AvroDecoder, DecodeError
 from connector.dlq import DeadLetterWriter, Failure
 from connector.health import Check
+from connector.http_setup import HttpEnv, resolve
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker
 from connector.records import Batch, EncodedEvent, SourceRecord, TopicPartition
 from connector.registry import ConfluentDecoder, SchemaGatedSource
-from connector.sink import OVERRIDABLE, HttpSink, Outcome
+from connector.sink import Endpoint, HttpSink, RetryBudget
 from connector.source import CommitError, ConsumerFactory, KafkaSource
 from connector.transform import TransformError
 
@@ -48,6 +50,8 @@ _LIVENESS_MARGIN_S = 60.0
 _MAX_CONSUME_WAIT_S = 0.1
 # When caught up, commit at once, but not more often than this.
 _IDLE_COMMIT_GAP_S = 0.2
+# How often a drain checks whether the API halted (then waiting is pointless).
+_DRAIN_POLL_S = 0.2
 # Resume a paused source only once pending work has drained to this share of the cap,
 # so it does not flap between pause and resume on every batch.
 _RESUME_FRACTION = 0.5
@@ -117,6 +121,7 @@ class Connector:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         dead_letters: DeadLetterWriter | None = None,
+        http_env: HttpEnv | None = None,
     ) -> None:
         if settings.dlq.on_invalid == "dlq" and dead_letters is None:
             raise ValueError("dlq.on_invalid is 'dlq' but no dead-letter writer was given")
@@ -140,9 +145,17 @@ class Connector:
             overhead_bytes=body_overhead(public_params),
             clock=clock,
         )
+        http = settings.http
+        net = http_env if http_env is not None else resolve(http)
         self._sink = HttpSink(
             session,
-            url=settings.http.url,
+            url=Endpoint(
+                http.url,
+                proxy=net.proxy,
+                tls=net.tls,
+                headers=net.headers,
+                gzip=http.compression == "gzip",
+            ),
             token=token,
             public_params_json=public_params,
             timeout_s=settings.http.timeout_s,
@@ -151,9 +164,12 @@ class Connector:
             halt_probe_max_s=settings.http.retry.halt_probe_max_ms / 1000,
             max_retry_after_s=settings.http.retry.max_retry_after_s,
             overrides={
-                status: OVERRIDABLE[policy]
-                for status, policy in settings.http.status_overrides.items()
+                status: OVERRIDABLE[policy] for status, policy in http.status_overrides.items()
             },
+            body_overrides={
+                code: OVERRIDABLE[policy] for code, policy in http.body_code_overrides.items()
+            },
+            budget=RetryBudget(http.retry.max_attempts, http.retry.give_up_after_s),
             rng=rng,
             metrics=self.metrics,
         )
@@ -378,13 +394,20 @@ class Connector:
             record = event.record
             if self._dead_letters is None or record is None:
                 raise RefusedByApiError(event, outcome)
+            why = (
+                "retries exhausted: the retry budget ran out and the event still failed alone"
+                if outcome.reason == "retries_exhausted"
+                else "refused by the API after bisection"
+            )
             failure = Failure(
                 "http",
                 outcome.reason,
-                f"refused by the API after bisection ({outcome.reason})",
+                f"{why} (HTTP {outcome.status}, body code {outcome.code})",
                 outcome.status,
                 outcome.code,
                 result.attempts,
+                outcome.error_code,
+                outcome.message,
             )
             self._spawn(self._dead_letter(record, event.epoch, failure), "dlq")
 
@@ -396,9 +419,15 @@ class Connector:
             self._dispatch(batch)
         if not self._tasks:
             return 0
-        timeout_s = self._settings.shutdown.drain_timeout_s
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        return len(pending)
+        # While the API refuses the token (or redirects), nothing in flight can be
+        # delivered: stop waiting at once instead of sitting out the drain timeout.
+        deadline = self._clock() + self._settings.shutdown.drain_timeout_s
+        while self._tasks and not self._sink.halted:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=min(remaining, _DRAIN_POLL_S))
+        return len(self._tasks)
 
     # -- offsets -------------------------------------------------------------------
 
@@ -578,8 +607,13 @@ class Connector:
             return Check(False, "the schema registry is unreachable")
         if self._dead_letters is not None and self._dead_letters.failing:
             return Check(False, "the dead-letter topic cannot be written")
-        if self._sink.halted:
-            return Check(False, "the API refuses the token or the URL (401/403/404)")
+        cause = self._sink.halt_cause
+        if self._sink.halted and cause is not None:
+            if cause.location is not None:
+                return Check(False, f"the endpoint redirects (HTTP {cause.status} to "
+                                    f"{cause.location}); redirects are not followed")  # fmt: skip
+            got = f"HTTP {cause.status}" + (f", body code {cause.code}" if cause.code else "")
+            return Check(False, f"the API refuses the token or the URL (401/403/404: {got})")
         assigned = len(self.tracker.assigned())
         if assigned:
             return Check(True, f"{assigned} partitions assigned")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +29,7 @@ from connector.config import ConfigError, Settings, TokenSource, load_settings, 
 from connector.decode import AvroDecoder, SchemaError, load_schema
 from connector.dlq import DeadLetterWriter
 from connector.health import HealthServer
+from connector.http_setup import HttpEnv, make_session, proxy_for, resolve
 from connector.mapping import mapper_for, sample_record
 from connector.metrics import Metrics
 from connector.registry import ConfluentDecoder, RegistryClient
@@ -60,6 +60,7 @@ async def run_connector(
     stop: asyncio.Event,
     outcome: RunOutcome,
     port_file: Path | None = None,
+    http_env: HttpEnv | None = None,
 ) -> None:
     """Run one connector until ``stop`` is set, with its metrics and health endpoints.
 
@@ -70,15 +71,14 @@ async def run_connector(
     decoder = AvroDecoder(schema)
     if settings.source.format == "confluent":
         # The local schema is the reader schema; writer schemas come from the registry.
-        decoder = ConfluentDecoder(schema, RegistryClient(settings.source.schema_registry))
+        decoder = ConfluentDecoder(schema, _registry_client(settings))
     metrics = Metrics(CollectorRegistry())
     dead_letters = None
     if settings.dlq.topic is not None:
         dead_letters = DeadLetterWriter(settings.kafka, settings.dlq.topic)
         dead_letters.start()
-    connector_limit = aiohttp.TCPConnector(limit=settings.http.max_in_flight)
     try:
-        async with aiohttp.ClientSession(connector=connector_limit) as session:
+        async with make_session(settings.http.max_in_flight) as session:
             connector = Connector(
                 settings,
                 decoder=decoder,
@@ -86,6 +86,7 @@ async def run_connector(
                 token=token,
                 metrics=metrics,
                 dead_letters=dead_letters,
+                http_env=http_env,
             )
             health = HealthServer.for_connector(
                 metrics.registry, connector, host=settings.metrics.host, port=settings.metrics.port
@@ -103,20 +104,29 @@ async def run_connector(
             await dead_letters.close()
 
 
+def _registry_client(settings: Settings) -> RegistryClient:
+    registry = settings.source.schema_registry
+    # The registry goes through the same proxy as the API (http.proxy or the environment).
+    proxy = proxy_for(registry.url or "", settings.http.proxy, os.environ)
+    return RegistryClient(registry, proxy=proxy)
+
+
 def _load(config: Path | None) -> Settings:
     settings = load_settings(config)
     # Fail at start-up, not on the first record: the schema parses, the mapping fits it,
-    # the registry's credentials and CA file are there.
+    # the registry's credentials and CA file are there, the network's files and secrets.
     mapper_for(settings.mapping, load_schema(settings.source.schema_file))
     if settings.source.format == "confluent":
-        RegistryClient(settings.source.schema_registry)
+        _registry_client(settings)
+    resolve(settings.http)
     return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = _load(args.config)
-        redactor = logs.Redactor(settings.secret_values())
+        http_env = resolve(settings.http)
+        redactor = logs.Redactor([*settings.secret_values(), *http_env.secrets])
         token = TokenSource(settings, on_token=redactor.add)
     except (ConfigError, SchemaError) as exc:
         log.error("%s", exc)
@@ -136,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await run_connector(settings, token, stop, outcome, args.worker_port_file)
+        await run_connector(settings, token, stop, outcome, args.worker_port_file, http_env)
 
     log.info("event-sink %s starting: topics %s", __version__, ", ".join(settings.kafka.topics))
     code = EXIT_OK
@@ -204,6 +214,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"warning: {exc} (needed by 'run')", file=sys.stderr)
     print(yaml.safe_dump(effective, sort_keys=False), end="")
+    network = resolve(settings.http).describe()  # names and sources, never a secret value
+    print(f"# the network to http.url: proxy {network['proxy']}; CA {network['ca']}")
+    print(f"# the extra headers: {network['headers']}")
+    if settings.source.format == "confluent":
+        proxy = _registry_client(settings).proxy.describe()
+        print(f"# the network to the schema registry: proxy {proxy}")
     print(_sample_body(settings), end="")
     return EXIT_OK
 
@@ -269,11 +285,14 @@ def cmd_replay_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from connector import sandbox
+    from connector import sandbox, sandbox_world
 
     faults = sandbox.faults_from_args(args)
+    tls = sandbox_world.ssl_context_from_args(args, args.sandbox_parser)
     with contextlib.suppress(KeyboardInterrupt):
-        run_async(sandbox.serve(args.host, args.port, args.token, faults, path=args.path))
+        run_async(
+            sandbox.serve(args.host, args.port, args.token, faults, path=args.path, ssl_context=tls)
+        )
     return EXIT_OK
 
 
@@ -332,11 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay_parser.set_defaults(func=cmd_replay_dlq)
 
-    from connector import demo, sandbox
+    from connector import demo, sandbox, sandbox_world
 
     box = sub.add_parser("sandbox", help="serve the strict local stand-in of the API")
     sandbox.add_arguments(box)
-    box.set_defaults(func=cmd_sandbox)
+    sandbox_world.add_tls_arguments(box)
+    box.set_defaults(func=cmd_sandbox, sandbox_parser=box)
 
     demo_parser = sub.add_parser(
         "demo", help="local Kafka + sandbox + sample events, end to end, with a summary"

@@ -29,6 +29,13 @@ from pydantic import (
     model_validator,
 )
 
+from connector.config_http import (  # noqa: F401  (re-exported)
+    HttpSettings,
+    RetrySettings,
+    SecretHeaderValue,
+    StatusPolicy,
+)
+
 ENV_PREFIX = "EVENT_SINK__"
 TOKEN_ENV = "EVENT_SINK_TOKEN"
 REDACTED = "***"
@@ -56,7 +63,6 @@ class _Section(BaseModel):
 
 
 KafkaPropertyValue = StrictStr | StrictInt | StrictFloat | StrictBool
-StatusPolicy = Literal["retry", "refuse", "halt"]
 
 
 class KafkaSettings(_Section):
@@ -176,36 +182,6 @@ class BatchSettings(_Section):
     max_bytes: Annotated[int, Field(ge=1024)] = 4_000_000
     # Bounds a record's wait for its batch at modest rates (p99 under 1 s at 1 to 10k/s).
     linger_ms: Annotated[int, Field(ge=0, le=600_000)] = 200
-
-
-class RetrySettings(_Section):
-    initial_backoff_ms: Annotated[int, Field(ge=1)] = 200
-    max_backoff_ms: Annotated[int, Field(ge=1)] = 30_000
-    halt_probe_max_ms: Annotated[int, Field(ge=1000)] = 60_000
-    max_retry_after_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
-
-
-class HttpSettings(_Section):
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = (
-        "http://127.0.0.1:8080/v1/events/import"
-    )
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    max_in_flight: Annotated[int, Field(ge=1, le=256)] = 8
-    public_params: dict[str, Any] = Field(
-        default_factory=lambda: {"isMatching": 1, "matchingType": 1}
-    )
-    token_file: Path | None = None
-    retry: RetrySettings = RetrySettings()
-    status_overrides: dict[Annotated[int, Field(ge=100, le=599)], StatusPolicy] = Field(
-        default_factory=dict
-    )
-
-    @field_validator("status_overrides")
-    @classmethod
-    def _keep_success_success(cls, value: dict[int, StatusPolicy]) -> dict[int, StatusPolicy]:
-        if 200 in value:
-            raise ValueError("200 cannot be overridden: it is the contract's success")
-        return value
 
 
 class DlqSettings(_Section):

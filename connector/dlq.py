@@ -33,6 +33,8 @@ H_ERROR_CLASS = HEADER_PREFIX + "error.class"
 H_ERROR_MESSAGE = HEADER_PREFIX + "error.message"
 H_HTTP_STATUS = HEADER_PREFIX + "http.status"
 H_HTTP_CODE = HEADER_PREFIX + "http.body_code"
+H_HTTP_ERROR_CODE = HEADER_PREFIX + "http.error_code"
+H_HTTP_MSG = HEADER_PREFIX + "http.msg"
 H_ATTEMPTS = HEADER_PREFIX + "attempts"
 
 _MESSAGE_LIMIT = 300
@@ -48,6 +50,8 @@ class Failure:
     status: int | None = None
     body_code: str | None = None
     attempts: int = 0
+    error_code: str | None = None  # the answer's errorCode (at most 64 characters)
+    api_message: str | None = None  # the answer's msg: may echo field values, so headers only
 
 
 def dead_letter_headers(
@@ -69,6 +73,10 @@ def dead_letter_headers(
         ours.append((H_HTTP_STATUS, failure.status))
     if failure.body_code is not None:
         ours.append((H_HTTP_CODE, failure.body_code))
+    if failure.error_code is not None:
+        ours.append((H_HTTP_ERROR_CODE, failure.error_code))
+    if failure.api_message is not None:
+        ours.append((H_HTTP_MSG, failure.api_message[:_MESSAGE_LIMIT]))
     headers.extend((name, str(value).encode()) for name, value in ours)
     return headers
 

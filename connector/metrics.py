@@ -151,6 +151,12 @@ class Metrics:
             ("reason",),
             registry=registry,
         )
+        self.retry_budget_exhausted = Counter(
+            p + "retry_budget_exhausted",
+            "Batches that spent their retry budget (http.retry.max_attempts or "
+            "give_up_after_s) and were bisected, each part tried once.",
+            registry=registry,
+        )
         self.http_in_flight = Gauge(
             p + "http_requests_in_flight", "Requests awaiting an answer.", registry=registry
         )

@@ -232,7 +232,9 @@ async def test_logs_carry_neither_the_token_nor_personal_values(
             with pytest.raises(InvalidRecordError) as info:
                 await asyncio.wait_for(connector.run(asyncio.Event()), timeout=60)
             logging.getLogger("connector").error("%s", info.value)
-        assert sandbox.state.stats.unique_uuids == 1  # the five copies share one uuid
+        # The five copies share one uuid. Halted on the 401 when the bad record stops the
+        # connector, the stop does not wait for the probe: delivered once or not yet.
+        assert sandbox.state.stats.unique_uuids <= 1
     output = buffer.getvalue()
     lines = output.splitlines()
     assert len(lines) > 5

@@ -1,0 +1,141 @@
+"""The ``http`` section of the settings: the API endpoint, how answers are read, retries,
+and the network in between (proxy, private CA, client certificate, extra headers).
+
+Secrets never sit in the file: a header's secret value comes from a mounted file or an
+environment variable; proxy credentials come from the environment only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+StatusPolicy = Literal["retry", "refuse", "halt"]
+
+# Headers the connector sets itself, or that would change how a body is framed or read.
+RESERVED_HEADERS = {
+    "x-token": "the token comes from EVENT_SINK_TOKEN or http.token_file",
+    "content-type": "the connector always sends application/json",
+    "content-length": "the connector frames the body itself",
+    "content-encoding": "use http.compression",
+    "host": "the host is http.url's",
+    "accept-encoding": "the connector reads only the encodings it can bound (gzip, deflate)",
+    "transfer-encoding": "the connector frames the body itself",
+    "connection": "the connector manages its connections",
+}
+_TOKEN_CHARS = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # RFC 9110 token: a valid header name
+_URL = r"^https?://[^\s/]+(/\S*)?$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySettings(_Section):
+    initial_backoff_ms: Annotated[int, Field(ge=1)] = 200
+    max_backoff_ms: Annotated[int, Field(ge=1)] = 30_000
+    halt_probe_max_ms: Annotated[int, Field(ge=1000)] = 60_000
+    max_retry_after_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    # The retry budget, off by default (retry forever). The first limit reached wins; then
+    # the batch is bisected, each part tried once, and what still fails is dead-lettered.
+    give_up_after_s: Annotated[float, Field(gt=0, le=7 * 86_400)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class SecretHeaderValue(_Section):
+    """A header value that is a secret: read from a mounted file or the environment."""
+
+    value_file: Path | None = None
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SecretHeaderValue:
+        if (self.value_file is None) == (self.env is None):
+            raise ValueError("set exactly one of 'value_file' and 'env'")
+        return self
+
+
+HeaderValue = Annotated[StrictStr, Field(pattern=r"^[^\r\n\x00]*$")]
+
+
+class HttpSettings(_Section):
+    url: Annotated[str, Field(pattern=_URL)] = "http://127.0.0.1:8080/v1/events/import"
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = 8
+    public_params: dict[str, Any] = Field(
+        default_factory=lambda: {"isMatching": 1, "matchingType": 1}
+    )
+    token_file: Path | None = None
+    retry: RetrySettings = RetrySettings()
+    status_overrides: dict[Annotated[int, Field(ge=100, le=599)], StatusPolicy] = Field(
+        default_factory=dict
+    )
+    # By the body `code` of an HTTP 200 ("500", "OOPS", ...): the operator's last word.
+    body_code_overrides: dict[
+        Annotated[StrictStr, Field(min_length=1, max_length=16)], StatusPolicy
+    ] = Field(default_factory=dict)
+    # An explicit forward proxy for the API and the Schema Registry; wins over
+    # HTTPS_PROXY / HTTP_PROXY / NO_PROXY. Credentials: EVENT_SINK_PROXY_USERNAME/PASSWORD.
+    proxy: Annotated[str, Field(pattern=r"^https?://[^\s/]+/?$")] | None = None
+    ca_file: Path | None = None  # a private CA bundle for the API's certificate
+    client_cert_file: Path | None = None  # mTLS: both or neither
+    client_key_file: Path | None = None
+    headers: dict[Annotated[str, Field(pattern=_TOKEN_CHARS)], HeaderValue | SecretHeaderValue] = (
+        Field(default_factory=dict)
+    )
+    compression: Literal["none", "gzip"] = "none"
+
+    @field_validator("status_overrides")
+    @classmethod
+    def _keep_success_success(cls, value: dict[int, StatusPolicy]) -> dict[int, StatusPolicy]:
+        if 200 in value:
+            raise ValueError("200 cannot be overridden: it is the contract's success")
+        return value
+
+    @field_validator("body_code_overrides")
+    @classmethod
+    def _keep_body_success(cls, value: dict[str, StatusPolicy]) -> dict[str, StatusPolicy]:
+        if "200" in value:
+            raise ValueError('"200" cannot be overridden: it is the contract\'s success')
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _no_credentials_in_file(cls, value: str | None) -> str | None:
+        if value is not None and "@" in value:
+            raise ValueError(
+                "must not carry credentials: set EVENT_SINK_PROXY_USERNAME and "
+                "EVENT_SINK_PROXY_PASSWORD in the environment"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_reserved_headers(
+        cls, value: dict[str, str | SecretHeaderValue]
+    ) -> dict[str, str | SecretHeaderValue]:
+        seen: set[str] = set()
+        for name in value:
+            lower = name.lower()
+            reason = RESERVED_HEADERS.get(lower)
+            if reason is not None:
+                raise ValueError(f"{name!r} may not be set here: {reason}")
+            if lower in seen:
+                raise ValueError(f"{name!r} is given twice (header names ignore case)")
+            seen.add(lower)
+        return value
+
+    @model_validator(mode="after")
+    def _client_cert_pairs(self) -> HttpSettings:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("set both http.client_cert_file and http.client_key_file, or neither")
+        return self
