@@ -468,3 +468,15 @@ async def test_retry_after_holds_count_toward_the_time_budget() -> None:
         report = await sink.send(batch_of(1))
     assert [o.reason for _, o in report.refused] == ["retries_exhausted"]
     assert 60 <= fake.now <= 100  # about three holds of 30 s, never past the budget
+
+
+async def test_the_sandbox_accepts_the_connectors_gzip_bodies() -> None:
+    from connector.sandbox import SandboxServer
+
+    async with SandboxServer("tok-secret") as sandbox, make_session(2) as session:
+        sink = sink_for(session, Endpoint(sandbox.url, gzip=True), FakeTime())
+        report = await sink.send(batch_of(50))
+        stats = sandbox.state.stats
+    assert report.refused == []
+    assert report.attempts == 1
+    assert (stats.gzip_requests, stats.unique_uuids) == (1, 50)

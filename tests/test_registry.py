@@ -18,7 +18,9 @@ import aiohttp
 import fastavro
 import pytest
 import yaml
+from aiohttp import web
 from confluent_kafka import Consumer, Producer
+from net_fixtures import ForwardProxy, RedirectTarget
 from registry_fixture import RegistryServer, framed
 from test_mapping_end_to_end import click_record, expected_event
 
@@ -32,6 +34,7 @@ from connector.config import (
 )
 from connector.decode import DecodeError, load_schema
 from connector.dlq import DeadLetterWriter
+from connector.http_setup import proxy_for
 from connector.records import SourceRecord
 from connector.registry import (
     ConfluentDecoder,
@@ -458,3 +461,49 @@ async def test_chunks_held_during_an_outage_are_dropped_on_revoke_and_read_by_th
     assert together == end
     assert len({event["uuid"] for event in events}) == 800
     assert len(events) == 800  # a held record is read once, by whoever owns it at the end
+
+
+# -- no redirects, bounded answers, the proxy ---------------------------------------------
+
+
+async def test_a_redirecting_registry_is_unavailable_and_is_not_followed() -> None:
+    with RedirectTarget() as elsewhere:
+
+        async def moved(request: web.Request) -> web.Response:
+            return web.Response(status=307, headers={"Location": elsewhere.url + "/secret?x=1"})
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", moved)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        settings = registry_settings(url, username="reader")
+        client = RegistryClient(settings, {"EVENT_SINK_REGISTRY_PASSWORD": "pw-secret"})
+        try:
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(RegistryUnavailable, match="redirects") as info:
+                    await client.schema(session, 1)
+        finally:
+            await runner.cleanup()
+        seen = elsewhere.requests
+        target = elsewhere.origin
+    assert seen == 0  # neither the request nor its credentials went there
+    assert f"HTTP 307 to {target}" in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+async def test_the_registry_goes_through_the_same_proxy() -> None:
+    with ForwardProxy() as proxy:
+        async with RegistryServer() as registry, aiohttp.ClientSession() as session:
+            schema_id = await register(registry.url, SUBJECT, V2)
+            client = RegistryClient(
+                registry_settings(registry.url),
+                {},
+                proxy=proxy_for(registry.url, None, {"HTTP_PROXY": proxy.url}),
+            )
+            answer = await client.schema(session, schema_id)
+        relayed = proxy.plain_requests
+    assert answer is not None
+    assert relayed == 1
