@@ -19,15 +19,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from test_sink import OK, PUBLIC, FakeTime, batch_of
 
 from connector.classify import Verdict, classify, origin, three_digit
 from connector.http_setup import MAX_ANSWER_BYTES, make_session
 from connector.metrics import Metrics
-from connector.records import Batch, EncodedEvent
 from connector.sink import Endpoint, HttpSink, RetryBudget
-
-OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'
-PUBLIC = b'{"isMatching":1,"matchingType":1}'
 
 
 def body(code: object, error_code: str = "X", msg: str = "m") -> bytes:
@@ -139,39 +136,6 @@ async def serve(handler: Handler) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/import"
     finally:
         await runner.cleanup()
-
-
-def batch_of(count: int, start: int = 0) -> Batch:
-    events = tuple(
-        EncodedEvent(
-            "t",
-            0,
-            i,
-            1,
-            json.dumps(
-                {
-                    "identities": [{"identityType": "phone", "identityValue": f"1{i}"}],
-                    "uuid": f"u-{i}",
-                    "eventKey": "c_buy",
-                },
-                separators=(",", ":"),
-            ).encode(),
-        )
-        for i in range(start, start + count)
-    )
-    return Batch(0, events, 0)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 def sink_for(
