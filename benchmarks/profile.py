@@ -31,7 +31,7 @@ sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 import drills  # noqa: E402  (tests/drills.py)
 import run  # noqa: E402  (benchmarks/run.py: sets up sys.path for drills and connector)
 
-from connector import devkafka  # noqa: E402
+from devtools.kafka import external_or_local  # noqa: E402
 
 
 def _frame_name(frame: str) -> str:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="event-sink-profile-") as tmp,
-        devkafka.external_or_local() as kafka,
+        external_or_local() as kafka,
     ):
         work = Path(tmp)
         bootstrap = kafka.bootstrap_servers

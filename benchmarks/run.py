@@ -49,9 +49,10 @@ import drills  # noqa: E402  (tests/drills.py, after the sys.path lines above)
 from confluent_kafka import ConsumerGroupState, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from connector import devkafka, samples  # noqa: E402
 from connector.decode import load_schema  # noqa: E402
 from connector.records import TopicPartition  # noqa: E402
+from devtools import samples  # noqa: E402
+from devtools.kafka import external_or_local  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -496,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     with (
         tempfile.TemporaryDirectory(prefix="event-sink-bench-") as tmp,
-        devkafka.external_or_local() as kafka,
+        external_or_local() as kafka,
     ):
         work = Path(tmp)
         bootstrap = kafka.bootstrap_servers

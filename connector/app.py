@@ -21,13 +21,15 @@ from prometheus_client import CollectorRegistry
 from connector.batch import Batcher, body_overhead
 from connector.classify import OVERRIDABLE, Outcome
 from connector.config import Settings
+from connector.core import backpressure
+from connector.core.errors import DataError, Stage
 from connector.decode import AvroDecoder, DecodeError
 from connector.dlq import DeadLetterWriter, Failure
 from connector.health import Check
 from connector.http_setup import HttpEnv, resolve
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
-from connector.offsets import OffsetTracker
+from connector.offsets import OffsetTracker, Receipt
 from connector.records import Batch, EncodedEvent, SourceRecord, TopicPartition
 from connector.registry import ConfluentDecoder, SchemaGatedSource
 from connector.sink import Endpoint, HttpSink, RetryBudget
@@ -52,15 +54,12 @@ _MAX_CONSUME_WAIT_S = 0.1
 _IDLE_COMMIT_GAP_S = 0.2
 # How often a drain checks whether the API halted (then waiting is pointless).
 _DRAIN_POLL_S = 0.2
-# Resume a paused source only once pending work has drained to this share of the cap,
-# so it does not flap between pause and resume on every batch.
-_RESUME_FRACTION = 0.5
 
 
-class InvalidRecordError(Exception):
+class InvalidRecordError(DataError):
     """A record cannot be turned into an API event. Nothing at or after it is committed."""
 
-    def __init__(self, record: SourceRecord, stage: str, kind: str, reason: str) -> None:
+    def __init__(self, record: SourceRecord, stage: Stage, kind: str, reason: str) -> None:
         super().__init__(
             f"{stage} failed for {record.topic}[{record.partition}]@{record.offset}: {reason}. "
             "The connector stops here; offsets at and after this record stay uncommitted."
@@ -71,7 +70,7 @@ class InvalidRecordError(Exception):
         self.reason = reason
 
 
-class RefusedByApiError(Exception):
+class RefusedByApiError(DataError):
     """The API refused an event and no dead-letter topic is configured."""
 
     def __init__(self, event: EncodedEvent, outcome: Outcome) -> None:
@@ -81,6 +80,7 @@ class RefusedByApiError(Exception):
             "dlq.on_invalid is 'fail': the connector stops here; offsets at and after it "
             "stay uncommitted"
         )
+        self.stage = Stage.HTTP
 
 
 @dataclass
@@ -205,6 +205,10 @@ class Connector:
         self._failure: BaseException | None = None
         self._paused: set[TopicPartition] = set()
         self._over_total_cap = False
+        kafka = settings.kafka
+        self._caps = backpressure.PendingCaps(
+            kafka.max_pending_events, kafka.max_pending_per_partition
+        )
         # Committed positions found on the broker at assignment, until we commit our own.
         self._committed_at_assign: dict[TopicPartition, int] = {}
         self._last_turn: float | None = None
@@ -278,27 +282,27 @@ class Connector:
         The hot path: per record only decode, mapping and what cannot be shared; the
         tracker and the consumed counter are told once per partition.
         """
-        epochs = self._track(records)
+        receipts = self._track(records)
         encode, add = self._mapper.encode, self._batcher.add
         decoded_all = self._decoder.decode_many([record.value for record in records])
         for record, decoded in zip(records, decoded_all, strict=True):
-            epoch = epochs[record.topic, record.partition]
+            receipt = receipts[record.topic, record.partition]
             if isinstance(decoded, DecodeError):
-                error = InvalidRecordError(record, "decode", "undecodable", str(decoded))
-                self._invalid(error, epoch)
+                error = InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded))
+                self._invalid(error, receipt)
                 continue
             try:
                 # The fallback uuid is made only for a record that has no uuid of its own.
                 body = encode(decoded, record.fallback_uuid, record.timestamp_ms)
             except TransformError as exc:
-                error = InvalidRecordError(record, "transform", "unmappable", str(exc))
-                self._invalid(error, epoch)
+                error = InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc))
+                self._invalid(error, receipt)
                 continue
             event = EncodedEvent(
                 record.topic,
                 record.partition,
                 record.offset,
-                epoch,
+                receipt,
                 body,
                 record.timestamp_ms,
                 record,
@@ -306,9 +310,9 @@ class Connector:
             for batch in add(event):
                 self._dispatch(batch)
 
-    def _track(self, records: list[SourceRecord]) -> dict[TopicPartition, int]:
+    def _track(self, records: list[SourceRecord]) -> dict[TopicPartition, Receipt]:
         """Hand the records' offsets to the tracker and count them, per partition;
-        returns each partition's epoch. Before any record is decoded, so a record that
+        returns each partition's receipt. Before any record is decoded, so a record that
         stops the connector leaves itself and those after it pending (uncommitted)."""
         runs: dict[TopicPartition, list[int]] = {}
         for record in records:
@@ -317,20 +321,20 @@ class Connector:
             if offsets is None:
                 runs[tp] = offsets = []
             offsets.append(record.offset)
-        epochs = {}
+        receipts = {}
         for tp, offsets in runs.items():
-            epochs[tp] = self.tracker.track_run(tp, offsets)
+            receipts[tp] = self.tracker.track_run(tp, offsets)
             self.metrics.records_consumed.labels(tp[0], str(tp[1])).inc(len(offsets))
         self.stats.consumed += len(records)
-        return epochs
+        return receipts
 
-    def _invalid(self, error: InvalidRecordError, epoch: int) -> None:
+    def _invalid(self, error: InvalidRecordError, receipt: Receipt) -> None:
         """A record that cannot become an event: dead-letter it, or stop (on_invalid)."""
         self.metrics.records_failed.labels(error.stage, error.kind).inc()
         if self._dead_letters is None:
             raise error
         failure = Failure(error.stage, error.kind, error.reason)
-        self._spawn(self._dead_letter(error.record, epoch, failure), "dlq")
+        self._spawn(self._dead_letter(error.record, receipt, failure), "dlq")
 
     # -- sending ---------------------------------------------------------------------
 
@@ -343,10 +347,10 @@ class Connector:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    async def _dead_letter(self, record: SourceRecord, epoch: int, failure: Failure) -> None:
+    async def _dead_letter(self, record: SourceRecord, receipt: Receipt, failure: Failure) -> None:
         assert self._dead_letters is not None  # only called with a writer configured
         await self._dead_letters.write(record, failure)
-        self.tracker.resolve((record.topic, record.partition), epoch, (record.offset,))
+        receipt.resolve((record.offset,))
         self.metrics.records_dead_lettered.labels(failure.stage, failure.error_class).inc()
         self.stats.dead_lettered += 1
 
@@ -360,21 +364,21 @@ class Connector:
             result = await self._sink.send(batch)
         refused = {id(event) for event, _ in result.refused}
         now_ms = self._wall_clock() * 1000
-        by_partition: dict[tuple[str, int, int], list[int]] = {}
+        by_receipt: dict[Receipt, list[int]] = {}
         latencies: list[float] = []
         for event in batch.events:
             if refused and id(event) in refused:
                 continue
-            key = (event.topic, event.partition, event.epoch)
-            offsets = by_partition.get(key)
+            offsets = by_receipt.get(event.receipt)
             if offsets is None:
-                by_partition[key] = offsets = []
+                by_receipt[event.receipt] = offsets = []
             offsets.append(event.offset)
             if event.timestamp_ms is not None:
                 latencies.append((now_ms - event.timestamp_ms) / 1000)
         self.metrics.end_to_end_latency.observe_many(latencies)
-        for (topic, partition, epoch), offsets in by_partition.items():
-            self.tracker.resolve((topic, partition), epoch, offsets)
+        for receipt, offsets in by_receipt.items():
+            receipt.resolve(offsets)
+            topic, partition = receipt.tp
             self.metrics.records_delivered.labels(topic, str(partition)).inc(len(offsets))
         self.stats.delivered += len(batch.events) - len(refused)
         self.stats.batches += 1
@@ -400,7 +404,7 @@ class Connector:
                 else "refused by the API after bisection"
             )
             failure = Failure(
-                "http",
+                Stage.HTTP,
                 outcome.reason,
                 f"{why} (HTTP {outcome.status}, body code {outcome.code})",
                 outcome.status,
@@ -409,7 +413,7 @@ class Connector:
                 outcome.error_code,
                 outcome.message,
             )
-            self._spawn(self._dead_letter(record, event.epoch, failure), "dlq")
+            self._spawn(self._dead_letter(record, event.receipt, failure), "dlq")
 
     async def _flush_and_drain(self) -> int:
         """Send the open batch, then wait for in-flight work up to the drain timeout;
@@ -496,23 +500,19 @@ class Connector:
         waits while the total is at its cap or while the API refuses the token; each
         resumes once its pending count drained to half the cap (no flapping).
         """
-        kafka = self._settings.kafka
         pending = self.tracker.pending
-        if pending >= kafka.max_pending_events:
-            self._over_total_cap = True
-        elif pending <= kafka.max_pending_events * _RESUME_FRACTION:
-            self._over_total_cap = False
         halted = self._sink.halted
-        assigned = self.tracker.assigned()
-        if halted or self._over_total_cap:
-            wanted = set(assigned)
-        else:
-            cap = kafka.max_pending_per_partition
-            wanted = {
-                tp
-                for tp, count in self.tracker.pending_by_partition().items()
-                if count >= cap or (tp in self._paused and count > cap * _RESUME_FRACTION)
-            }
+        decision = backpressure.decide(
+            self._caps,
+            pending_total=pending,
+            pending_by_partition=self.tracker.pending_by_partition(),
+            assigned=self.tracker.assigned(),
+            paused=self._paused,
+            over_total_cap=self._over_total_cap,
+            halted=halted,
+        )
+        self._over_total_cap = decision.over_total_cap
+        wanted = set(decision.wanted)
         to_pause, to_resume = wanted - self._paused, self._paused - wanted
         if to_pause:
             if not self._paused:

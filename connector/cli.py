@@ -1,4 +1,8 @@
-"""Entry points: ``event-sink run | check-config | sandbox | demo`` (and ``python -m connector``).
+"""Entry points: ``event-sink run | check-config | replay-dlq`` (and ``python -m connector``).
+
+More commands come from ``event_sink.commands`` entry points (:func:`build_parser`): the
+development install adds ``sandbox`` and ``demo`` that way (``devtools/commands.py``); the
+product itself imports nothing of the development tooling.
 
 Exit codes: 0 done (including a clean SIGTERM/SIGINT drain), 1 the connector stopped on
 an error (a record it cannot map or the API refused, with ``dlq.on_invalid: fail``; a fatal
@@ -9,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -18,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import yaml
@@ -41,6 +45,9 @@ from connector.workers import Supervisor, write_port_file
 log = logging.getLogger("connector")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+# The entry-point group of the commands that other installed packages add (devtools/).
+COMMANDS_GROUP = "event_sink.commands"
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -235,7 +242,11 @@ def _sample_body(settings: Settings) -> str:
     except TransformError as exc:
         return f"# the mapping refuses the sample record built from the schema: {exc}\n"
     event = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    which = "config" if settings.mapping is not None else "default (config/mappings/)"
+    which = (
+        "config"
+        if settings.mapping is not None
+        else "default (connector/mapping/user_behavior_event.yaml)"
+    )
     return (
         f"# the {which} mapping applied to a sample record of {settings.source.schema_file}\n"
         f"# (Kafka position {topic}[0]@0, timestamp 1700000000000): one event of data[]\n"
@@ -282,24 +293,6 @@ def cmd_replay_dlq(args: argparse.Namespace) -> int:
         f"{summary.replayed} ({targets or 'none'}); skipped {summary.skipped}"
     )
     return EXIT_OK
-
-
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from connector import sandbox, sandbox_world
-
-    faults = sandbox.faults_from_args(args)
-    tls = sandbox_world.ssl_context_from_args(args, args.sandbox_parser)
-    with contextlib.suppress(KeyboardInterrupt):
-        run_async(
-            sandbox.serve(args.host, args.port, args.token, faults, path=args.path, ssl_context=tls)
-        )
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from connector import demo
-
-    return demo.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,19 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay_parser.set_defaults(func=cmd_replay_dlq)
 
-    from connector import demo, sandbox, sandbox_world
-
-    box = sub.add_parser("sandbox", help="serve the strict local stand-in of the API")
-    sandbox.add_arguments(box)
-    sandbox_world.add_tls_arguments(box)
-    box.set_defaults(func=cmd_sandbox, sandbox_parser=box)
-
-    demo_parser = sub.add_parser(
-        "demo", help="local Kafka + sandbox + sample events, end to end, with a summary"
-    )
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(func=cmd_demo)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Call every ``event_sink.commands`` entry point: a function ``(subparsers) -> None``
+    that adds its command with ``set_defaults(func=...)``. One whose module cannot be
+    imported (the development tooling is not in the image) is skipped silently; a name the
+    parser already has is not added again."""
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        if entry_point.name in sub.choices:
+            continue
+        try:
+            add_command = entry_point.load()
+        except ImportError as exc:
+            log.debug("command %s not available: %s", entry_point.name, exc)
+            continue
+        add_command(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

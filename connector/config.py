@@ -35,6 +35,7 @@ from connector.config_http import (  # noqa: F401  (re-exported)
     SecretHeaderValue,
     StatusPolicy,
 )
+from connector.core.errors import EventSinkError
 
 ENV_PREFIX = "EVENT_SINK__"
 TOKEN_ENV = "EVENT_SINK_TOKEN"
@@ -54,7 +55,7 @@ _FORBIDDEN_KAFKA_PROPERTIES = {
 _SECRET_MARKERS = ("password", "secret", "token", "sasl.oauthbearer.config", "key.pem")
 
 
-class ConfigError(Exception):
+class ConfigError(EventSinkError):
     """The configuration is invalid; the message names the key's path."""
 
 
@@ -214,7 +215,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
-    # None: the default mapping (config/mappings/user_behavior_event.yaml, built in).
+    # None: the default mapping (connector/mapping/user_behavior_event.yaml, package data).
     mapping: MappingSettings | None = None
 
     @model_validator(mode="after")

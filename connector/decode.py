@@ -10,6 +10,9 @@ from typing import Any
 import fastavro
 from fastavro.schema import SchemaParseException
 
+from connector.config import ConfigError
+from connector.core.errors import DataError, Stage
+
 # Logical types fastavro would turn into datetime/date objects. The connector wants the
 # raw numbers (epoch milliseconds go straight into the API's `time`); dropping the
 # annotation does not change the binary encoding, so the schema still reads the same bytes.
@@ -23,12 +26,14 @@ _RAW_LOGICAL_TYPES = {
 RAW_LOGICAL_TYPE_KEY = "event-sink.logicalType"
 
 
-class SchemaError(Exception):
+class SchemaError(ConfigError):
     """The configured schema cannot be read or parsed."""
 
 
-class DecodeError(Exception):
+class DecodeError(DataError):
     """A message's bytes are not one record of the schema."""
+
+    stage = Stage.DECODE
 
 
 def strip_logical_types(node: Any) -> Any:

@@ -18,6 +18,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connector.config import KafkaSettings
+from connector.core.backoff import Backoff
+from connector.core.errors import Stage
 from connector.records import SourceRecord
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ _MESSAGE_LIMIT = 300
 class Failure:
     """Why a record is dead-lettered. ``message`` names fields, never their values."""
 
-    stage: str  # decode | transform | http
+    stage: Stage
     error_class: str
     message: str
     status: int | None = None
@@ -111,8 +113,7 @@ class DeadLetterWriter:
         self._conf = producer_config(kafka)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._initial = initial_backoff_s
-        self._max = max_backoff_s
+        self._backoff = Backoff(initial_backoff_s, max_backoff_s)
         self._producer: Producer | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,8 +162,7 @@ class DeadLetterWriter:
                 self.failing = False
                 return attempt
             self.failing = True
-            delay = min(self._max, self._initial * 2 ** min(attempt, 20))
-            delay = self._rng.uniform(delay / 2, delay)
+            delay = self._backoff.delay(attempt, self._rng)
             log.error(
                 "dead-letter write to %s failed (%s); retrying in %.1fs, nothing is skipped",
                 self.topic,

@@ -29,6 +29,7 @@ import aiohttp
 
 from connector.config import ConfigError
 from connector.config_http import HttpSettings, SecretHeaderValue
+from connector.core.errors import InfrastructureError
 
 # The API's answers are a few dozen bytes; 1 MiB leaves room for any honest gateway page.
 MAX_ANSWER_BYTES = 1 << 20
@@ -43,7 +44,7 @@ class HttpSetupError(ConfigError):
     """A setting of the network cannot be used (unreadable CA, missing secret, ...)."""
 
 
-class UnreadableBody(Exception):
+class UnreadableBody(InfrastructureError):
     """An answer's body cannot be decoded (unknown encoding, corrupt gzip)."""
 
 

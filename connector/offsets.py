@@ -17,27 +17,43 @@ from connector.records import TopicPartition
 
 
 class _PartitionState:
-    __slots__ = ("epoch", "position", "read", "resolved")
+    __slots__ = ("position", "read", "receipt", "resolved")
 
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self) -> None:
+        self.receipt: Receipt | None = None  # one per assignment, so identity tells them apart
         self.read: deque[int] = deque()  # offsets read and not yet passed, in read order
         self.resolved: set[int] = set()  # resolved offsets still behind an unresolved one
         self.position: int | None = None  # next offset to commit (last passed + 1)
 
 
-class OffsetTracker:
-    """Tracks records from read to resolved, per partition and assignment epoch.
+class Receipt:
+    """What resolves records tracked together: hand it on with them, call ``resolve`` once
+    they are delivered (or dead-lettered). Every record of one assignment of a partition
+    gets the same receipt. A receipt of an earlier assignment of the
+    partition (a batch that finished after its partition was revoked) resolves nothing:
+    the new owner reads those records again from the last commit, so nothing is lost."""
 
-    Each assignment of a partition gets a new epoch. Resolutions that carry an old epoch
-    (a batch that finished after its partition was revoked) are ignored: the new owner
-    reads those records again from the last commit, so nothing is lost.
+    __slots__ = ("_state", "_tracker", "tp")
+
+    def __init__(self, tracker: OffsetTracker, tp: TopicPartition, state: _PartitionState):
+        self._tracker = tracker
+        self._state = state
+        self.tp = tp
+
+    def resolve(self, offsets: Iterable[int]) -> None:
+        self._tracker._resolve(self.tp, self._state, offsets)
+
+
+class OffsetTracker:
+    """Tracks records from read to resolved, per partition and assignment.
+
+    Each assignment of a partition starts a new state; tracking hands back a
+    :class:`Receipt` bound to it, so resolutions of a revoked assignment are ignored.
     """
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _PartitionState] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._next_epoch = 1
         self._pending = 0
 
     @property
@@ -53,11 +69,11 @@ class OffsetTracker:
         return list(self._partitions)
 
     def assign(self, tps: Iterable[TopicPartition]) -> None:
-        """Start tracking partitions (a new epoch for each)."""
+        """Start tracking partitions (a new assignment for each)."""
         for tp in tps:
             self._drop(tp)
-            self._partitions[tp] = _PartitionState(self._next_epoch)
-            self._next_epoch += 1
+            state = self._partitions[tp] = _PartitionState()
+            state.receipt = Receipt(self, tp, state)
 
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Forget partitions; later resolutions of their records are ignored."""
@@ -70,8 +86,8 @@ class OffsetTracker:
             self._pending -= len(state.read) - len(state.resolved)
         self._committed.pop(tp, None)
 
-    def track(self, tp: TopicPartition, offset: int) -> int:
-        """Record that ``offset`` was read; returns the epoch to resolve it with.
+    def track(self, tp: TopicPartition, offset: int) -> Receipt:
+        """Record that ``offset`` was read; returns the receipt that resolves it.
 
         Offsets must arrive in increasing order per partition, as Kafka delivers them.
         """
@@ -86,9 +102,10 @@ class OffsetTracker:
             raise ValueError(f"{tp}: offset {offset} read after position {state.position}")
         state.read.append(offset)
         self._pending += 1
-        return state.epoch
+        assert state.receipt is not None  # set by assign
+        return state.receipt
 
-    def track_run(self, tp: TopicPartition, offsets: list[int]) -> int:
+    def track_run(self, tp: TopicPartition, offsets: list[int]) -> Receipt:
         """``track`` for several offsets of one partition, in read order; one call per
         partition and consume call instead of one per record."""
         if not offsets:
@@ -96,17 +113,16 @@ class OffsetTracker:
         for before, after in itertools.pairwise(offsets):
             if after <= before:
                 raise ValueError(f"{tp}: offset {after} read after {before}")
-        epoch = self.track(tp, offsets[0])
+        receipt = self.track(tp, offsets[0])
         state = self._partitions[tp]
         state.read.extend(offsets[1:])
         self._pending += len(offsets) - 1
-        return epoch
+        return receipt
 
-    def resolve(self, tp: TopicPartition, epoch: int, offsets: Iterable[int]) -> None:
-        """Mark records delivered (or otherwise done). Stale epochs are ignored."""
-        state = self._partitions.get(tp)
-        if state is None or state.epoch != epoch:
-            return
+    def _resolve(self, tp: TopicPartition, state: _PartitionState, offsets: Iterable[int]) -> None:
+        """Mark records delivered (or otherwise done), for :meth:`Receipt.resolve`."""
+        if self._partitions.get(tp) is not state:
+            return  # revoked, or assigned again since: the next owner reads them again
         read, resolved = state.read, state.resolved
         for offset in offsets:
             # Ignore repeats and offsets already passed: each record resolves once.

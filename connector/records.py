@@ -8,6 +8,10 @@ against 0.25 µs), which is real money at tens of thousands of records a second.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connector.offsets import Receipt
 
 TopicPartition = tuple[str, int]
 
@@ -50,7 +54,7 @@ class EncodedEvent:
     topic: str
     partition: int
     offset: int
-    epoch: int  # the offset tracker's assignment epoch of the partition when it was read
+    receipt: Receipt  # resolves this event's offset in the tracker once it is done
     body: bytes
     timestamp_ms: int | None = None  # the Kafka record's timestamp, for end-to-end latency
     record: SourceRecord | None = None  # the original message, for the dead-letter topic

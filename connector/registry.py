@@ -44,6 +44,8 @@ from connector.config import (
     KafkaSettings,
     SchemaRegistrySettings,
 )
+from connector.core.backoff import Backoff
+from connector.core.errors import InfrastructureError
 from connector.decode import AvroDecoder, DecodeError, strip_logical_types
 from connector.http_setup import DIRECT, Proxy, UnreadableBody, read_bounded
 from connector.records import SourceRecord, TopicPartition
@@ -53,20 +55,21 @@ log = logging.getLogger(__name__)
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
-_BACKOFF_INITIAL_S = 0.2
-_BACKOFF_MAX_S = 10.0
+_BACKOFF = Backoff(0.2, 10.0)
 # A schema is text of a few KiB; a very large one still fits. Longer answers are not read.
 MAX_SCHEMA_ANSWER_BYTES = 8 << 20
 
 
-class RegistryUnavailable(Exception):
+class RegistryUnavailable(InfrastructureError):
     """The registry could not answer (down, timeout, 5xx, auth): retry, never skip."""
 
 
-class SchemaNotFetched(Exception):
+class SchemaNotFetched(InfrastructureError):
     """A record's schema id was not fetched before decoding: a wiring bug, not bad data.
 
     Deliberately not a DecodeError, so it can never turn into a dead letter."""
+
+    retriable = False
 
 
 class RegistryClient:
@@ -314,8 +317,7 @@ class SchemaGatedSource(KafkaSource):
             await self._decoder.prefetch(self._session, missing)
         except RegistryUnavailable as exc:
             self._failures += 1
-            ceiling = min(_BACKOFF_MAX_S, _BACKOFF_INITIAL_S * 2 ** min(self._failures, 16))
-            self._retry_at = self._clock() + self._rng.uniform(ceiling / 2, ceiling)
+            self._retry_at = self._clock() + _BACKOFF.delay(self._failures, self._rng)
             if not self.registry_down:
                 log.warning("%s; pausing the partitions concerned and retrying", exc)
             self.registry_down = True

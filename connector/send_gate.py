@@ -1,16 +1,8 @@
-"""What every sender to the endpoint shares (the Retry-After hold and the halt), and the
-backoff they wait by."""
+"""What every sender to the endpoint shares: the Retry-After hold and the halt."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(max, initial * 2**attempt)]; attempt counts from 0."""
-    ceiling = min(max_s, initial_s * (2 ** min(attempt, 62)))
-    return rng.uniform(0.0, ceiling)
 
 
 class SendGate:

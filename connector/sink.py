@@ -35,6 +35,7 @@ import aiohttp
 
 from connector.batch import render_body
 from connector.classify import Outcome, Verdict, classify
+from connector.core.backoff import Backoff
 from connector.http_setup import (
     ACCEPT_ENCODING,
     DIRECT,
@@ -45,7 +46,7 @@ from connector.http_setup import (
 )
 from connector.metrics import Metrics, status_class
 from connector.records import Batch, EncodedEvent
-from connector.send_gate import SendGate, backoff_delay
+from connector.send_gate import SendGate
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,8 @@ class HttpSink:
         self._token = token
         self._public_params = public_params_json
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._initial = initial_backoff_s
-        self._max = max_backoff_s
-        self._halt_probe_max = halt_probe_max_s
+        self._backoff = Backoff(initial_backoff_s, max(initial_backoff_s, max_backoff_s))
+        self._probe_backoff = Backoff(1.0, max(1.0, halt_probe_max_s))
         self._max_retry_after = max_retry_after_s
         self._overrides = dict(overrides or {})
         self._body_overrides = dict(body_overrides or {})
@@ -305,11 +305,11 @@ class HttpSink:
                     return outcome, False
                 if verdict is Verdict.AUTH:
                     self._halt(me, outcome)
-                    delay = backoff_delay(attempt, 1.0, self._halt_probe_max, self._rng)
+                    delay = self._probe_backoff.delay(attempt, self._rng)
                 else:
                     retryable += 1
                     spent_s += clock() - sent_at
-                    delay = backoff_delay(retryable - 1, self._initial, self._max, self._rng)
+                    delay = self._backoff.delay(retryable - 1, self._rng)
                     if outcome.retry_after_s is not None:
                         hold = min(outcome.retry_after_s, self._max_retry_after)
                         self.gate.throttle(hold)

@@ -17,6 +17,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.aio import AIOConsumer
 
 from connector.config import KafkaSettings
+from connector.core.errors import InfrastructureError
 from connector.records import SourceRecord, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,13 @@ RebalanceCallback = Callable[[list[TopicPartition]], Awaitable[None]]
 CommitCallback = Callable[[dict[TopicPartition, int], dict[TopicPartition, str]], None]
 
 
-class SourceError(Exception):
+class SourceError(InfrastructureError):
     """The consumer hit an error it cannot recover from."""
 
+    retriable = False
 
-class CommitError(Exception):
+
+class CommitError(InfrastructureError):
     """The broker did not accept a commit; the positions stay uncommitted."""
 
 

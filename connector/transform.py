@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from connector.core.errors import DataError, Stage
 from connector.records import position_uuid
 
 _IDENTITY_OPTIONAL = (
@@ -28,8 +29,10 @@ _IDENTITY_OPTIONAL = (
 )
 
 
-class TransformError(Exception):
+class TransformError(DataError):
     """The record cannot become a valid API event; the message names the field."""
+
+    stage = Stage.TRANSFORM
 
 
 def _required_str(record: dict[str, Any], field: str) -> str:

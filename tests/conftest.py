@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from connector.devkafka import KafkaCluster, external_or_local
+from devtools.kafka import KafkaCluster, external_or_local
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Harness of the "never lose an event" drills (tracker issue 3).
 
 A drill runs the connector as a separate process (``python -m connector run --config F``)
-against a real broker and the sandbox (also a process: ``python -m connector.sandbox``),
+against a real broker and the sandbox (also a process: ``python -m devtools.sandbox``),
 breaks something, and then counts, by uuid, what was produced, delivered (unique uuids the
 sandbox accepted), dead-lettered (records in a DLQ topic) and duplicated. Pass means
 ``lost == 0``, where ``lost = produced - delivered - dead-lettered``.
@@ -66,10 +66,11 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector import demo, devkafka, samples
 from connector.decode import AvroDecoder, DecodeError, load_schema
 from connector.records import TopicPartition
 from connector.transform import fallback_uuid
+from devtools import demo, samples
+from devtools.kafka import create_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "user_behavior_event.avsc"
@@ -279,7 +280,7 @@ class SandboxProcess(_ChildProcess):
         extra_args: Sequence[str] = (),
         cafile: str | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "connector.sandbox", "--port", "0", "--token", token]
+        argv = [sys.executable, "-m", "devtools.sandbox", "--port", "0", "--token", token]
         self._ssl_context = None if cafile is None else ssl.create_default_context(cafile=cafile)
         super().__init__([*argv, "--no-keep-events", *extra_args], log_path, os.environ)
         self.url = self._wait_url(startup_timeout_s)  # the import URL, for the config
@@ -515,7 +516,7 @@ class Produced:
 def produce_events(
     bootstrap: str, topic: str, count: int, *, seed: int = 1, into: Produced | None = None
 ) -> Produced:
-    """Produce ``count`` sample events (``connector.demo.produce_samples``); their uuids are
+    """Produce ``count`` sample events (``devtools.demo.produce_samples``); their uuids are
     the samples' ``event_id``s, regenerated from the seed (they do not depend on time)."""
     produced = into if into is not None else Produced(topic)
     end = demo.produce_samples(bootstrap, topic, count, seed, load_schema(SCHEMA))
@@ -902,7 +903,7 @@ class Drill:
     def topic(self, partitions: int = 6, stem: str = "events") -> str:
         """Create a fresh topic (and wait until every partition has a leader)."""
         name = f"drill-{self.name}-{stem}-{self._suffix}"
-        devkafka.create_topic(self.bootstrap, name, partitions)
+        create_topic(self.bootstrap, name, partitions)
         return name
 
     def produce(self, topic: str, count: int, *, seed: int = 1) -> Produced:

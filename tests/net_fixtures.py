@@ -707,7 +707,7 @@ class PrivateCA:
         return context
 
     def sandbox_args(self, *, require_client_cert: bool = False) -> list[str]:
-        """``python -m connector.sandbox`` flags that serve HTTPS with these files."""
+        """``python -m devtools.sandbox`` flags that serve HTTPS with these files."""
         args = ["--tls-cert", str(self.server_cert), "--tls-key", str(self.server_key)]
         if require_client_cert:
             args += ["--tls-client-ca", str(self.ca)]

@@ -435,7 +435,7 @@ async def test_retry_after_holds_count_toward_the_time_budget() -> None:
 
 
 async def test_the_sandbox_accepts_the_connectors_gzip_bodies() -> None:
-    from connector.sandbox import SandboxServer
+    from devtools.sandbox import SandboxServer
 
     async with SandboxServer("tok-secret") as sandbox, make_session(2) as session:
         sink = sink_for(session, Endpoint(sandbox.url, gzip=True), FakeTime())

@@ -18,13 +18,13 @@ from test_sink import OK, Answer, ScriptedApi, serve
 from connector.app import Connector, RefusedByApiError
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
-from connector.demo import produce_samples
 from connector.dlq import DeadLetterWriter, Failure, dead_letter_headers
 from connector.metrics import Metrics
 from connector.records import UUID_HEADER, SourceRecord
 from connector.replay import ReplayFilter, replay
-from connector.samples import encode, sample_events
-from connector.sandbox import SandboxServer
+from devtools.demo import produce_samples
+from devtools.samples import encode, sample_events
+from devtools.sandbox import SandboxServer
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from connector import devkafka
-from connector.devkafka import (
+import devtools.kafka.broker
+from devtools.kafka import (
+    DEPENDENCY_PLUGIN_VERSION,
     KAFKA_VERSION,
     ExternalKafka,
     KafkaCluster,
@@ -22,6 +23,7 @@ from connector.devkafka import (
     kafka_libs,
     require_tools,
 )
+from devtools.kafka.jvm import accepts
 
 
 def test_produce_consume_commit(kafka: KafkaCluster, topic_factory: Callable[[int], str]) -> None:
@@ -124,7 +126,7 @@ def test_fetch_once_then_reuse_cache(tmp_path: Path) -> None:
     assert maven.calls[0][:3] == ["mvn", "-B", "-q"]
     assert "dependency:copy-dependencies" in maven.calls[0]
     assert f"<version>{KAFKA_VERSION}</version>" in maven.poms[0]
-    assert f"<version>{devkafka.DEPENDENCY_PLUGIN_VERSION}</version>" in maven.poms[0]
+    assert f"<version>{DEPENDENCY_PLUGIN_VERSION}</version>" in maven.poms[0]
     # Only the cache and its lock remain; the download's temporary directory is gone.
     assert sorted(p.name for p in libs.parent.iterdir()) == [".lock", "libs"]
 
@@ -184,7 +186,7 @@ def test_missing_tools_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_external_broker_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.invalid:9092")
-    monkeypatch.setattr(devkafka, "LocalKafka", None)  # starting one would fail loudly
+    monkeypatch.setattr(devtools.kafka.broker, "LocalKafka", None)  # starting one would fail loudly
     with external_or_local() as cluster:
         assert isinstance(cluster, ExternalKafka)
         assert cluster.bootstrap_servers == "kafka.invalid:9092"
@@ -271,7 +273,7 @@ def test_broker_stop_and_start_keep_ports_topics_messages_and_commits() -> None:
         assert broker.pid is None
         assert broker.bootstrap_servers == bootstrap  # still the address to come back on
         port = int(bootstrap.rsplit(":", 1)[1])
-        assert not devkafka._accepts(port)
+        assert not accepts(port)
         broker.stop_broker()  # stopping a stopped broker does nothing
 
         broker.start_broker()

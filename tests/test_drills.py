@@ -33,8 +33,8 @@ from drills import (
 )
 
 from connector.config import load_settings
-from connector.devkafka import KafkaCluster, LocalKafka
-from connector.samples import sample_events
+from devtools.kafka import KafkaCluster, LocalKafka
+from devtools.samples import sample_events
 
 # Bounds of the connector's peak resident memory (VmHWM), about 1.5 times what was measured
 # on a 2-core machine (2026-11-29, five runs each): hung endpoint 78 to 87 MiB, 200,000-event

@@ -26,7 +26,7 @@ from drills import (
 )
 from net_fixtures import ForwardProxy, RedirectTarget, private_ca
 
-from connector.devkafka import KafkaCluster
+from devtools.kafka import KafkaCluster
 
 EVENTS = 3_000
 # Halts probe at least every second, so a drill's recovery is quick.

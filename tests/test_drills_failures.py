@@ -24,8 +24,8 @@ from drills import (
     wait_until,
 )
 
-from connector import samples
-from connector.devkafka import KafkaCluster
+from devtools import samples
+from devtools.kafka import KafkaCluster
 
 
 def readyz(port: int) -> tuple[int, str]:

@@ -25,10 +25,10 @@ from connector.app import Connector, InvalidRecordError
 from connector.cli import build_parser
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
-from connector.demo import produce_samples, run_until_delivered
 from connector.entry import GLOBAL_OPTIONS_WITH_VALUE, command_of
 from connector.records import TopicPartition
-from connector.sandbox import Faults, SandboxServer
+from devtools.demo import produce_samples, run_until_delivered
+from devtools.sandbox import Faults, SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "user_behavior_event.avsc"

@@ -22,17 +22,15 @@ from pydantic import ValidationError
 from connector.config import ConfigError, MappingSettings, Settings, load_settings
 from connector.decode import AvroDecoder, load_schema
 from connector.mapping import (
-    DEFAULT_MAPPING,
-    DEFAULT_MAPPING_FILE,
     MappingError,
     compile_mapping,
     default_mapping,
     load_mapping_file,
     sample_record,
 )
-from connector.samples import encode, sample_events
-from connector.sandbox import ContractError, validate_request
 from connector.transform import TransformError, encode_event, to_event
+from devtools.samples import encode, sample_events
+from devtools.sandbox import ContractError, validate_request
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = ROOT / "schemas" / "user_behavior_event.avsc"
@@ -71,9 +69,10 @@ def through_avro(schema: dict[str, Any], record: dict[str, Any]) -> dict[str, An
 # -- the default mapping is today's to_event ------------------------------------------
 
 
-def test_the_default_mapping_file_is_the_built_in_default() -> None:
-    assert yaml.safe_load(DEFAULT_MAPPING_FILE.read_text())["mapping"] == DEFAULT_MAPPING
-    assert load_mapping_file(DEFAULT_MAPPING_FILE) == default_mapping()
+def test_the_default_mapping_is_the_yaml_file_shipped_in_the_package() -> None:
+    shipped = ROOT / "connector" / "mapping" / "user_behavior_event.yaml"
+    assert load_mapping_file(shipped) == default_mapping()
+    assert default_mapping().uuid == "event_id"
     assert Settings().mapping is None  # unset means the default
 
 

@@ -20,7 +20,7 @@ from connector.app import Connector
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
 from connector.records import TopicPartition
-from connector.sandbox import SandboxServer
+from devtools.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "clickstream_event.avsc"

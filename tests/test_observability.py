@@ -23,11 +23,11 @@ from test_end_to_end import SCHEMA, TOKEN, settings_for
 from connector import logs
 from connector.app import Connector, InvalidRecordError
 from connector.decode import AvroDecoder, load_schema
-from connector.demo import produce_samples
 from connector.health import HealthServer
 from connector.metrics import Metrics
-from connector.samples import encode
-from connector.sandbox import Faults, SandboxServer
+from devtools.demo import produce_samples
+from devtools.samples import encode
+from devtools.sandbox import Faults, SandboxServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

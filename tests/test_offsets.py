@@ -44,20 +44,19 @@ def test_position_never_passes_an_unresolved_offset(
     offsets, completion = case
     tracker = OffsetTracker()
     tracker.assign([TP])
-    epoch = 0
     # Read as the connector does: runs of one partition's offsets per consume call
     # (track_run), with single reads (track) once the drawn run sizes are used up.
     index = 0
     for size in read_sizes:
         run = offsets[index : index + size]
         if run:
-            epoch = tracker.track_run(TP, run)
+            receipt = tracker.track_run(TP, run)
         index += size
     for offset in offsets[index:]:
-        epoch = tracker.track(TP, offset)
+        receipt = tracker.track(TP, offset)
     delivered: set[int] = set()
     for batch in completion:
-        tracker.resolve(TP, epoch, batch)
+        receipt.resolve(batch)
         delivered.update(batch)
         position = tracker.committable().get(TP, tracker.committed().get(TP))
         undelivered = [o for o in offsets if o not in delivered]
@@ -73,11 +72,11 @@ def test_position_never_passes_an_unresolved_offset(
 @given(st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=40, unique=True))
 def test_pending_counts_read_minus_resolved(resolve_first: list[int]) -> None:
     tracker = OffsetTracker()
-    epoch = tracker.track(TP, 0)
+    receipt = tracker.track(TP, 0)
     for offset in range(1, 41):
         tracker.track(TP, offset)
-    tracker.resolve(TP, epoch, resolve_first)
-    tracker.resolve(TP, epoch, resolve_first)  # a repeat changes nothing
+    receipt.resolve(resolve_first)
+    receipt.resolve(resolve_first)  # a repeat changes nothing
     assert tracker.pending == 41 - len(resolve_first)
     contiguous = 0
     while contiguous in resolve_first:
@@ -88,31 +87,30 @@ def test_pending_counts_read_minus_resolved(resolve_first: list[int]) -> None:
 def test_batches_finishing_out_of_order() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP])
-    epoch = 0
     for offset in range(10):
-        epoch = tracker.track(TP, offset)
-    tracker.resolve(TP, epoch, [5, 6, 7, 8, 9])
+        receipt = tracker.track(TP, offset)
+    receipt.resolve([5, 6, 7, 8, 9])
     assert tracker.committable() == {}  # 0..4 still in flight
-    tracker.resolve(TP, epoch, [0, 1, 2])
+    receipt.resolve([0, 1, 2])
     assert tracker.committable() == {TP: 3}
     tracker.mark_committed({TP: 3})
     assert tracker.committable() == {}
-    tracker.resolve(TP, epoch, [3, 4])
+    receipt.resolve([3, 4])
     assert tracker.committable() == {TP: 10}
 
 
 def test_resolution_from_a_revoked_assignment_is_ignored() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP])
-    old_epoch = tracker.track(TP, 0)
+    old_receipt = tracker.track(TP, 0)
     tracker.revoke([TP])
     tracker.assign([TP])
-    new_epoch = tracker.track(TP, 0)
-    assert new_epoch != old_epoch
-    tracker.resolve(TP, old_epoch, [0])
+    new_receipt = tracker.track(TP, 0)
+    assert new_receipt != old_receipt
+    old_receipt.resolve([0])
     assert tracker.committable() == {}
     assert tracker.pending == 1
-    tracker.resolve(TP, new_epoch, [0])
+    new_receipt.resolve([0])
     assert tracker.committable() == {TP: 1}
 
 
@@ -123,9 +121,9 @@ def test_partitions_are_independent() -> None:
     ea = tracker.track(a, 0)
     eb = tracker.track(b, 0)
     tracker.track(b, 1)
-    tracker.resolve(b, eb, [0, 1])
+    eb.resolve([0, 1])
     assert tracker.committable() == {b: 2}
-    tracker.resolve(a, ea, [0])
+    ea.resolve([0])
     assert tracker.committable() == {a: 1, b: 2}
 
 
@@ -155,5 +153,5 @@ def test_pending_by_partition() -> None:
     ea = tracker.track(a, 0)
     tracker.track(a, 1)
     tracker.track(b, 7)
-    tracker.resolve(a, ea, [1])
+    ea.resolve([1])
     assert tracker.pending_by_partition() == {a: 1, b: 1}

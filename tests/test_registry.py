@@ -42,7 +42,7 @@ from connector.registry import (
     RegistryUnavailable,
     SchemaNotFetched,
 )
-from connector.sandbox import SandboxServer
+from devtools.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "clickstream_event.avsc"

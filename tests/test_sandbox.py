@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.sandbox import (
+from devtools.sandbox import (
     DEFAULT_PATH,
     REQUEST_LOG_SIZE,
     STATE_KEY,
@@ -885,7 +885,7 @@ def test_request_log_is_bounded() -> None:
     state = SandboxState(request_log_size=3)
     body = json.dumps(batch(1)).encode()
     for i in range(5):
-        state._handle(True, "application/json", None, body, arrived=float(i))
+        state.handle(True, "application/json", None, body, arrived=float(i))
     assert [e["t"] for e in state.requests_log()] == [2.0, 3.0, 4.0]
     assert state.stats.requests == 5
 
@@ -1059,7 +1059,7 @@ async def test_serve_runs_until_cancelled(
     http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    caplog.set_level(logging.INFO, logger="connector.sandbox")
+    caplog.set_level(logging.INFO, logger="devtools.sandbox")
     task = asyncio.create_task(serve("127.0.0.1", port, TOKEN, Faults(script=[503])))
     url = f"http://127.0.0.1:{port}{DEFAULT_PATH}"
     for _ in range(200):
@@ -1173,7 +1173,7 @@ def test_standalone_entry_point_serves_until_sigterm(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "connector.sandbox",
+                "devtools.sandbox",
                 "--port",
                 "0",
                 "--token",

@@ -1,5 +1,6 @@
-"""The sandbox's odd answers (connector/sandbox_world.py), gzip request bodies, TLS, and the
-network fixtures of tests/net_fixtures.py: all over real HTTP on loopback, no Kafka."""
+"""The sandbox's odd answers (devtools/sandbox/world.py), gzip request bodies (bodies.py),
+TLS (tls.py), and the network fixtures of tests/net_fixtures.py: all over real HTTP on
+loopback, no Kafka."""
 
 from __future__ import annotations
 
@@ -26,17 +27,19 @@ from drills import TOKEN as DRILL_TOKEN
 from drills import SandboxProcess
 from net_fixtures import ForwardProxy, PrivateCA, RedirectTarget, private_ca
 
-from connector import sandbox_world
-from connector.sandbox import (
+from devtools.sandbox import (
     STATE_KEY,
     Faults,
     SandboxServer,
     ScriptStep,
     add_arguments,
+    bodies,
     build_app,
     faults_from_args,
     main,
+    world,
 )
+from devtools.sandbox.tls import server_ssl_context
 
 TOKEN = "world-token"
 MIB = 1024 * 1024
@@ -270,7 +273,7 @@ async def test_huge_body_is_streamed_with_its_length(
 async def test_a_client_that_stops_reading_a_huge_body_leaves_no_error(
     sandbox: SandboxServer, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="connector.sandbox")
+    caplog.set_level(logging.DEBUG, logger="devtools.sandbox")
     await set_faults(http, sandbox, huge_body_mib=1024)
     async with http.post(sandbox.url, json=batch(1), headers=HEADERS) as resp:
         assert resp.content_length == 1024 * MIB + 61
@@ -300,7 +303,7 @@ async def test_gzip_bomb_is_small_on_the_wire_and_inflates_to_spaces(
             assert resp.content_length == len(wire)
     assert time.monotonic() - started < 30
     assert 64 * MIB / 1100 < len(wire) < 64 * MIB / 900  # about 1/1000 of what it inflates to
-    assert wire == sandbox_world.gzip_bomb(64)  # what aiohttp sent is the cached stream as is
+    assert wire == world.gzip_bomb(64)  # what aiohttp sent is the cached stream as is
     inflater = zlib.decompressobj(31)
     head = inflater.decompress(wire, MIB)  # bounded, as a careful client does
     assert head == b" " * MIB
@@ -320,8 +323,8 @@ async def test_gzip_bomb_is_small_on_the_wire_and_inflates_to_spaces(
 
 
 def test_gzip_bombs_are_built_once_per_size() -> None:
-    first = sandbox_world.gzip_bomb(3)
-    assert sandbox_world.gzip_bomb(3) is first
+    first = world.gzip_bomb(3)
+    assert world.gzip_bomb(3) is first
     assert len(gzip.decompress(first)) == 3 * MIB + 47
 
 
@@ -480,12 +483,12 @@ async def test_gzip_body_beyond_the_limit_is_400(
 
 def test_gunzip_is_bounded() -> None:
     data = gzip.compress(b"x" * 1000)
-    assert sandbox_world.gunzip_bounded(data, 1000) == b"x" * 1000
-    with pytest.raises(sandbox_world.BodyError, match="beyond the limit"):
-        sandbox_world.gunzip_bounded(data, 999)
+    assert bodies.gunzip_bounded(data, 1000) == b"x" * 1000
+    with pytest.raises(bodies.BodyError, match="beyond the limit"):
+        bodies.gunzip_bounded(data, 999)
     many = gzip.compress(b"") * 65
-    with pytest.raises(sandbox_world.BodyError, match="gzip members"):
-        sandbox_world.gunzip_bounded(many, 1000)
+    with pytest.raises(bodies.BodyError, match="gzip members"):
+        bodies.gunzip_bounded(many, 1000)
 
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "deflate", "compress", "gzip, br", "GZIP2"])
@@ -802,7 +805,7 @@ def test_cli_world_flags_build_faults() -> None:
         failure_code="500",
         failure_status=200,
         fail_uuids=("u1", "u2"),
-        redirect=sandbox_world.Redirect(308, "https://127.0.0.1:9443/v2"),
+        redirect=world.Redirect(308, "https://127.0.0.1:9443/v2"),
     )
     for flags, expected in (
         (["--html-200"], Faults(html_200=True)),
@@ -851,7 +854,7 @@ def test_main_rejects_bad_tls_flags(
 
 
 def test_server_ssl_context_requires_client_certs_with_a_client_ca(ca: PrivateCA) -> None:
-    plain = sandbox_world.server_ssl_context(str(ca.server_cert), str(ca.server_key))
+    plain = server_ssl_context(str(ca.server_cert), str(ca.server_key))
     assert plain.verify_mode == ssl.CERT_NONE
-    mutual = sandbox_world.server_ssl_context(str(ca.server_cert), str(ca.server_key), str(ca.ca))
+    mutual = server_ssl_context(str(ca.server_cert), str(ca.server_key), str(ca.ca))
     assert mutual.verify_mode == ssl.CERT_REQUIRED

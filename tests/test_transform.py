@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.decode import AvroDecoder, DecodeError, SchemaError, load_schema
-from connector.samples import encode, sample_events
 from connector.transform import TransformError, encode_event, fallback_uuid, to_event
+from devtools.samples import encode, sample_events
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "user_behavior_event.avsc"
 

@@ -1,10 +1,11 @@
 """The sandbox's odd answers: what real gateways, proxies and busy vendors send back.
 
-:mod:`connector.sandbox` answers the import path strictly by the contract. The real world
+:mod:`devtools.sandbox` answers the import path strictly by the contract. The real world
 also answers with redirects, HTML pages from a gateway, bodies far larger than any vendor
 answer, gzip bombs, connections cut mid-answer and TLS. This module writes those answers
-(aiohttp handlers' helpers) and decodes gzip request bodies, bounded; the sandbox's
-:class:`~connector.sandbox.Faults` holds the settings and decides when they apply.
+(aiohttp handlers' helpers) and parses their command-line values; the sandbox's
+:class:`~devtools.sandbox.faults.Faults` holds the settings and decides when they apply.
+Gzip request bodies are :mod:`devtools.sandbox.bodies`, TLS :mod:`devtools.sandbox.tls`.
 
 Each *world fault* below answers the import POST instead of normal handling (nothing is
 recorded), on every request while it is set:
@@ -23,11 +24,9 @@ A client that goes away while one of these is written leaves no error in the san
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import html
 import logging
-import ssl
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
@@ -43,27 +42,19 @@ __all__ = [
     "MIB",
     "REDIRECT_STATUSES",
     "SYSTEM_BUSY",
-    "BodyError",
     "DropConnection",
     "GzipBomb",
     "Html200",
     "HugeBody",
     "Redirect",
     "WorldFault",
-    "add_tls_arguments",
-    "decode_body",
-    "gunzip_bounded",
     "gzip_bomb",
     "parse_code",
-    "parse_content_encoding",
     "parse_mib",
     "parse_redirect",
-    "read_body",
-    "server_ssl_context",
-    "ssl_context_from_args",
 ]
 
-log = logging.getLogger("connector.sandbox")
+log = logging.getLogger("devtools.sandbox")
 
 MIB = 1024 * 1024
 HUGE_BODY_MAX_MIB = 4096
@@ -71,7 +62,6 @@ GZIP_BOMB_MAX_MIB = 4096
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024  # bytes written per await
 _SPACES = b" " * _CHUNK
-_MAX_GZIP_MEMBERS = 64
 
 # A busy vendor's server error (also the answer to Faults.fail_uuids).
 SYSTEM_BUSY: dict[str, str] = {"code": "500", "errorCode": "SYSTEM_ERROR", "msg": "system busy"}
@@ -288,137 +278,6 @@ class DropConnection:
         if transport is not None:
             transport.close()  # flushes what was written, then FIN: the body stays short
         return response
-
-
-# --------------------------------------------------------------------------- request bodies
-
-
-class BodyError(ValueError):
-    """A request body that cannot be decoded: the 400 answer's ``msg`` is ``path: reason``."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def parse_content_encoding(value: str | None) -> bool:
-    """True for a gzip body, False for none (absent, empty or ``identity``); any other
-    coding (``br``, ``zstd``, ``deflate``, two codings, ...) raises :class:`BodyError`."""
-    if value is None:
-        return False
-    codings = [c.strip().lower() for c in value.split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    if not codings:
-        return False
-    if codings in (["gzip"], ["x-gzip"]):
-        return True
-    shown = ", ".join(codings)
-    if len(shown) > 40:
-        shown = shown[:40] + "..."
-    raise BodyError("Content-Encoding", f"{shown} is not supported; send gzip or none")
-
-
-def gunzip_bounded(data: bytes, limit: int) -> bytes:
-    """Inflate a gzip body (one or more members) to at most ``limit`` bytes; never holds
-    more than ``limit + 1`` inflated bytes. Raises :class:`BodyError`."""
-    out = bytearray()
-    pending = data
-    members = 0
-    while True:
-        members += 1
-        if members > _MAX_GZIP_MEMBERS:
-            raise BodyError("body", f"more than {_MAX_GZIP_MEMBERS} gzip members")
-        inflater = zlib.decompressobj(31)
-        while True:
-            try:
-                chunk = inflater.decompress(pending, limit - len(out) + 1)
-            except zlib.error:
-                raise BodyError("body", "is not valid gzip") from None
-            out += chunk
-            if len(out) > limit:
-                raise BodyError("body", "gzip inflates beyond the limit")
-            pending = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-            if not chunk and not pending:
-                raise BodyError("body", "gzip stream is truncated")
-        pending = inflater.unused_data
-        if not pending:
-            return bytes(out)
-
-
-def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> tuple[bytes, bool]:
-    """``(body, gzipped)``: the request body as the sandbox validates it. Raises
-    :class:`BodyError` for an unsupported coding or a gzip body that cannot be inflated
-    within ``limit`` bytes."""
-    gzipped = parse_content_encoding(content_encoding)
-    return (gunzip_bounded(raw, limit) if gzipped else raw), gzipped
-
-
-async def read_body(request: web.Request, limit: int) -> tuple[bytes, bool, BodyError | None]:
-    """The import request's body, decoded (``Content-Encoding: gzip`` inflated once,
-    bounded by ``limit``): ``(body, gzipped, error)``."""
-    encoding = request.headers.get("Content-Encoding")
-    # The sandbox's server turns aiohttp's own inflating off; under another runner aiohttp may
-    # have inflated the body already (then it counts compressed bytes).
-    inflated = getattr(request.content, "total_compressed_bytes", None) is not None
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        if not inflated:
-            raise
-        return b"", True, BodyError("body", "gzip inflates beyond the limit")
-    if inflated:
-        return raw, True, None
-    try:
-        body, gzipped = decode_body(raw, encoding, limit)
-    except BodyError as exc:
-        return b"", exc.path == "body", exc
-    return body, gzipped, None
-
-
-# --------------------------------------------------------------------------- TLS
-
-
-def server_ssl_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
-    """A TLS server context from PEM files (``cert`` may hold the chain); with
-    ``client_ca`` every client must present a certificate that CA issued (mTLS)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    if client_ca is not None:
-        context.load_verify_locations(cafile=client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]`` (dests tls_cert, tls_key,
-    tls_client_ca): serve HTTPS; see :func:`ssl_context_from_args`."""
-    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS: certificate (chain) PEM")
-    parser.add_argument("--tls-key", metavar="FILE", help="serve HTTPS: private key PEM")
-    parser.add_argument(
-        "--tls-client-ca",
-        metavar="FILE",
-        help="with --tls-cert: require client certificates issued by this CA (mTLS)",
-    )
-
-
-def ssl_context_from_args(
-    ns: argparse.Namespace, parser: argparse.ArgumentParser
-) -> ssl.SSLContext | None:
-    """The server context of :func:`add_tls_arguments`' flags (None: plain HTTP); bad
-    flags or files end in ``parser.error``."""
-    if ns.tls_cert is None and ns.tls_key is None:
-        if ns.tls_client_ca is not None:
-            parser.error("--tls-client-ca needs --tls-cert and --tls-key")
-        return None
-    if ns.tls_cert is None or ns.tls_key is None:
-        parser.error("--tls-cert and --tls-key go together")
-    try:
-        return server_ssl_context(ns.tls_cert, ns.tls_key, ns.tls_client_ca)
-    except (OSError, ssl.SSLError) as exc:
-        parser.error(f"cannot load the TLS files: {exc}")
 
 
 # --------------------------------------------------------------------------- CLI values

@@ -20,14 +20,15 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from connector import devkafka, samples
 from connector.app import Connector
 from connector.config import Settings
 from connector.decode import AvroDecoder, load_schema
 from connector.http_setup import make_session
 from connector.records import TopicPartition
 from connector.runtime import run_async
-from connector.sandbox import Faults, SandboxServer
+from devtools import samples
+from devtools.kafka import external_or_local
+from devtools.sandbox import Faults, SandboxServer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "user_beha
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``demo`` command's flags (dests: events, partitions, seed, latency_ms,
+    failure_rate, max_in_flight, timeout_s), read by :func:`main`."""
     parser.add_argument("--events", type=int, default=20_000, help="events to produce")
     parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic")
     parser.add_argument("--seed", type=int, default=1, help="seed of the sample events")
@@ -204,7 +207,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, topic: str, end: dict[
 
 def main(args: argparse.Namespace) -> int:
     parsed_schema = load_schema(DEFAULT_SCHEMA)
-    with devkafka.external_or_local() as kafka:
+    with external_or_local() as kafka:
         topic = f"user-behavior-events-demo-{uuid.uuid4().hex[:8]}"
         kafka.create_topic(topic, partitions=args.partitions)
         print(

@@ -1,0 +1,369 @@
+"""``compile_mapping``: the config's ``mapping:`` checked against the reader schema and
+compiled, once at start-up, into a :class:`Mapper`; every path must exist (through records
+and nullable unions) and have a type the API field can use, or MappingError names it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from connector.config import (
+    ConstValue,
+    FromPosition,
+    IdentityRule,
+    KafkaTimestamp,
+    LookupValue,
+    MappingSettings,
+)
+from connector.mapping.default import default_mapping
+from connector.mapping.mapper import Mapper
+from connector.mapping.schema import (
+    EPOCH,
+    MICROS,
+    MILLIS,
+    ONE_MS,
+    STRINGY,
+    Converter,
+    Getter,
+    MappingError,
+    Schema,
+    SchemaType,
+    getter,
+    require_kind,
+)
+from connector.mapping.values import converter_for
+from connector.transform import TransformError
+
+
+def _value_spec(
+    schema: Schema,
+    start: SchemaType,
+    spec: str | ConstValue | None,
+    key: str,
+    allowed: set[str],
+    what: str,
+    const_type: type,
+) -> tuple[Getter | None, Any, SchemaType | None]:
+    """(getter, constant, type) of a path-or-constant spec."""
+    if spec is None:
+        return None, None, None
+    if isinstance(spec, ConstValue):
+        if type(spec.const) is not const_type:
+            raise MappingError(f"mapping.{key}: the constant must be a {const_type.__name__}")
+        return None, spec.const, None
+    typ = schema.path(start, spec, key)
+    require_kind(typ, allowed, key, spec, what)
+    return getter(spec), None, typ
+
+
+def _compile_event_key(
+    schema: Schema, spec: str | ConstValue | LookupValue, hints: dict[str, Any]
+) -> Callable[[Mapping[str, Any]], str]:
+    if isinstance(spec, ConstValue):
+        if type(spec.const) is not str:
+            raise MappingError("mapping.event_key: the constant must be a str")
+        constant = spec.const
+
+        def const_key(record: Mapping[str, Any]) -> str:
+            return constant
+
+        return const_key
+    if isinstance(spec, str):
+        typ = schema.path(schema.root, spec, "event_key")
+        require_kind(typ, STRINGY, "event_key", spec, "eventKey")
+        get = getter(spec)
+        message = f"{spec}: required, a non-empty string"
+
+        def path_key(record: Mapping[str, Any]) -> str:
+            value = get(record)
+            if type(value) is not str or not value:
+                raise TransformError(message)
+            return value
+
+        return path_key
+    path = spec.path
+    typ = schema.path(schema.root, path, "event_key")
+    require_kind(typ, STRINGY | {"int", "long", "boolean"}, "event_key", path, "a lookup")
+    key_type: type = {"int": int, "long": int, "boolean": bool}.get(typ.kind, str)
+    for value in spec.lookup:
+        if type(value) is not key_type:
+            raise MappingError(
+                f"mapping.event_key.lookup: key {value!r} is a {type(value).__name__}, "
+                f"but {path!r} is {typ.describe()}"
+            )
+    if typ.kind == "enum":
+        symbols = list(typ.node.get("symbols", ()))
+        unknown = [value for value in spec.lookup if value not in symbols]
+        if unknown:
+            raise MappingError(
+                f"mapping.event_key.lookup: {', '.join(map(str, unknown))} "
+                f"not a symbol of the enum at {path!r} ({', '.join(symbols)})"
+            )
+    table = dict(spec.lookup)
+    default = spec.default
+    get = getter(path)
+    hints[path] = next(iter(table))
+    missing = f"{path}: value not in mapping.event_key.lookup and no default"
+
+    def lookup_key(record: Mapping[str, Any]) -> str:
+        found = table.get(get(record))
+        if found is None:
+            if default is None:
+                raise TransformError(missing)
+            return default
+        return found
+
+    return lookup_key
+
+
+def _compile_time(
+    schema: Schema, spec: str | KafkaTimestamp | None, hints: dict[str, Any]
+) -> Callable[[Mapping[str, Any], int | None], int | None] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, KafkaTimestamp):
+
+        def kafka_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+            return timestamp_ms if timestamp_ms is not None and timestamp_ms >= 0 else None
+
+        return kafka_time
+    typ = schema.path(schema.root, spec, "time")
+    require_kind(typ, {"long", "int", "string"}, "time", spec, "time")
+    get = getter(spec)
+    if typ.kind == "string":
+        hints[spec] = "2023-11-14T22:13:20.123Z"
+        bad = f"{spec}: not an ISO 8601 time"
+
+        def iso_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+            value = get(record)
+            if value is None:
+                return None
+            try:
+                moment = dt.datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise TransformError(bad) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+            millis = (moment - EPOCH) // ONE_MS
+            if millis < 0:
+                raise TransformError(f"{spec}: before 1970")
+            return millis
+
+        return iso_time
+    if typ.logical is not None and typ.logical not in MILLIS | MICROS:
+        raise MappingError(
+            f"mapping.time: path {spec!r} is {typ.describe()}; time needs epoch "
+            "milliseconds or microseconds (timestamp-millis, timestamp-micros, long) "
+            "or an ISO 8601 string"
+        )
+    divisor = 1000 if typ.logical in MICROS else 1
+    message = f"{spec}: must be epoch milliseconds (a non-negative long)"
+
+    def epoch_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+        value = get(record)
+        if value is None:
+            return None
+        if type(value) is not int or value < 0:
+            raise TransformError(message)
+        return value // divisor if divisor != 1 else value
+
+    return epoch_time
+
+
+def _compile_identity(
+    schema: Schema, rule: IdentityRule, index: int
+) -> Callable[[Mapping[str, Any], list[dict[str, Any]]], None]:
+    key = f"identities[{index}]"
+    start = schema.root
+    each = rule.each
+    if each is not None:
+        typ = schema.path(schema.root, each, f"{key}.each")
+        require_kind(typ, {"array"}, f"{key}.each", each, "each")
+        start = schema.resolve(typ.node["items"])
+        if start.kind != "record":
+            raise MappingError(
+                f"mapping.{key}.each: path {each!r} is an array whose items are "
+                f"{start.describe()}; each needs an array of records"
+            )
+    value_get, _, _ = _value_spec(
+        schema, start, rule.value, f"{key}.value", STRINGY, "identityValue", str
+    )
+    assert value_get is not None
+    type_get, type_const, _ = _value_spec(
+        schema, start, rule.type, f"{key}.type", STRINGY, "identityType", str
+    )
+    optionals: list[tuple[str, Getter | None, Any]] = []
+    for api, spec, allowed, const_type in (
+        ("platform", rule.platform, STRINGY, str),
+        ("mpid", rule.mpid, STRINGY, str),
+        ("isWeChatEcosystem", rule.is_wechat_ecosystem, {"boolean"}, bool),
+    ):
+        name = {"isWeChatEcosystem": "is_wechat_ecosystem"}.get(api, api)
+        get, const, _ = _value_spec(schema, start, spec, f"{key}.{name}", allowed, api, const_type)
+        if get is not None or const is not None:
+            optionals.append((api, get, const))
+    if rule.mpid is not None and rule.is_wechat_ecosystem is None:
+        raise MappingError(
+            f"mapping.{key}.is_wechat_ecosystem: required when mpid is mapped "
+            "(the API needs isWeChatEcosystem whenever mpid is sent)"
+        )
+
+    def name_of(spec: str | ConstValue | None, fallback: str) -> str:
+        return spec if isinstance(spec, str) else fallback
+
+    value_name = rule.value
+    type_name = name_of(rule.type, "type")
+    wechat_name = name_of(rule.is_wechat_ecosystem, "is_wechat_ecosystem")
+
+    def where(position: int | None) -> str:
+        return "" if position is None else f"{each}[{position}]."
+
+    def one(element: Mapping[str, Any], position: int | None, out: list[dict[str, Any]]) -> None:
+        value = value_get(element)
+        if value is None:
+            return  # a rule whose value is null is skipped
+        if type(value) is not str or not value:
+            raise TransformError(f"{where(position)}{value_name}: required, a non-empty string")
+        kind = type_const if type_get is None else type_get(element)
+        if type(kind) is not str or not kind:
+            raise TransformError(f"{where(position)}{type_name}: required, a non-empty string")
+        identity: dict[str, Any] = {"identityType": kind, "identityValue": value}
+        for api, get, const in optionals:
+            found = const if get is None else get(element)
+            if found is not None:
+                identity[api] = found
+        if "mpid" in identity and "isWeChatEcosystem" not in identity:
+            raise TransformError(f"{where(position)}{wechat_name}: required when mpid is set")
+        out.append(identity)
+
+    if each is None:
+
+        def apply_one(record: Mapping[str, Any], out: list[dict[str, Any]]) -> None:
+            one(record, None, out)
+
+        return apply_one
+    each_get = getter(each)
+
+    def apply_each(record: Mapping[str, Any], out: list[dict[str, Any]]) -> None:
+        elements = each_get(record)
+        if not elements:
+            return
+        for position, element in enumerate(elements):
+            one(element, position, out)
+
+    return apply_each
+
+
+def _compile_eventargs(schema: Schema, settings: MappingSettings) -> tuple[Getter | None, bool]:
+    spec = settings.eventargs
+    raw = False
+    map_get: Getter | None = None
+    map_conv: Converter | None = None
+    if spec.map is not None:
+        typ = schema.path(schema.root, spec.map, "eventargs.map")
+        require_kind(typ, {"map"}, "eventargs.map", spec.map, "eventargs.map")
+        map_get = getter(spec.map)
+        map_conv, raw = converter_for(schema, typ)
+    picks: list[tuple[str, Getter, Converter | None]] = []
+    for name, path in spec.pick.items():
+        typ = schema.path(schema.root, path, f"eventargs.pick.{name}")
+        conv, inner_raw = converter_for(schema, typ)
+        raw = raw or inner_raw
+        picks.append((name, getter(path), conv))
+    if map_get is None and not picks:
+        return None, False
+    if not picks:
+        assert map_get is not None
+        if map_conv is None:
+            return map_get, raw  # the map as it is, like to_event
+        whole_get, whole_conv = map_get, map_conv
+
+        def converted_map(record: Mapping[str, Any]) -> Any:
+            value = whole_get(record)
+            return None if value is None else whole_conv(value)
+
+        return converted_map, raw
+    base_get, base_conv = map_get, map_conv
+
+    def build(record: Mapping[str, Any]) -> Any:
+        args: dict[str, Any] = {}
+        if base_get is not None:
+            base = base_get(record)
+            if base:
+                args.update(base if base_conv is None else base_conv(base))
+        for name, get, conv in picks:
+            value = get(record)
+            if value is not None:
+                args[name] = value if conv is None else conv(value)
+        return args
+
+    return build, raw
+
+
+def compile_mapping(settings: MappingSettings, parsed_schema: Mapping[str, Any]) -> Mapper:
+    """Check ``settings`` against the schema and build the per-record function.
+
+    MappingError names the mapping key and the path that does not fit.
+    """
+    try:
+        schema = Schema(parsed_schema)
+    except MappingError as exc:
+        raise MappingError(f"mapping: {exc}") from None
+    if schema.root.kind != "record":
+        raise MappingError("mapping: the schema's top level must be a record")
+    hints: dict[str, Any] = {}
+    event_key = _compile_event_key(schema, settings.event_key, hints)
+    time = _compile_time(schema, settings.time, hints)
+    uuid: Getter | None = None
+    if not isinstance(settings.uuid, FromPosition):
+        typ = schema.path(schema.root, settings.uuid, "uuid")
+        require_kind(typ, {"string"}, "uuid", settings.uuid, "uuid")
+        uuid = getter(settings.uuid)
+        if typ.logical == "uuid":
+            raw_uuid = uuid
+
+            def uuid_text(record: Mapping[str, Any]) -> Any:
+                value = raw_uuid(record)
+                return None if value is None else str(value)
+
+            uuid = uuid_text
+    intid: Getter | None = None
+    if isinstance(settings.intid, ConstValue):
+        if type(settings.intid.const) is not str:
+            raise MappingError("mapping.intid: the constant must be a str")
+        constant = settings.intid.const
+
+        def const_intid(record: Mapping[str, Any]) -> Any:
+            return constant
+
+        intid = const_intid
+    elif settings.intid is not None:
+        typ = schema.path(schema.root, settings.intid, "intid")
+        require_kind(typ, STRINGY, "intid", settings.intid, "intid")
+        intid = getter(settings.intid)
+    rules = [_compile_identity(schema, rule, i) for i, rule in enumerate(settings.identities)]
+    eventargs, raw = _compile_eventargs(schema, settings)
+    return Mapper(
+        identity_rules=rules,
+        event_key=event_key,
+        time=time,
+        uuid=uuid,
+        intid=intid,
+        eventargs=eventargs,
+        raw_numbers=raw,
+        sample_hints=hints,
+    )
+
+
+def mapper_for(settings: MappingSettings | None, parsed_schema: Mapping[str, Any]) -> Mapper:
+    """The configured mapping, or the default one, compiled against the reader schema."""
+    if settings is not None:
+        return compile_mapping(settings, parsed_schema)
+    try:
+        return compile_mapping(default_mapping(), parsed_schema)
+    except MappingError as exc:
+        raise MappingError(
+            f"{exc}\n(the config has no mapping: section, so the default mapping for "
+            "schemas/user_behavior_event.avsc applies; write one for this schema)"
+        ) from None
