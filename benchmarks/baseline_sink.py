@@ -2,7 +2,7 @@
 
 "The obvious synchronous sink": a ``confluent_kafka.Consumer`` poll loop (consumer group,
 auto commit off), fastavro schemaless decode with the parsed schema, the connector's own
-record → event mapping (``connector.transform.to_event``), batches of 500, ``json.dumps`` of
+record → event mapping (``connector.mapping.transform.to_event``), batches of 500, ``json.dumps`` of
 the body, one blocking POST at a time with the ``X-Token`` header, and on HTTP 200 with body
 ``code == "200"`` a synchronous commit; anything else retries the same batch after a short
 sleep. The issue names ``requests.post``; ``requests`` is not a dependency of this project
@@ -42,8 +42,9 @@ from confluent_kafka import Consumer, Message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connector.decode import load_schema  # noqa: E402  (after the sys.path line above)
-from connector.transform import fallback_uuid, to_event  # noqa: E402
+from connector.adapters.avro import load_schema  # noqa: E402  (after the sys.path line above)
+from connector.core.records import fallback_uuid  # noqa: E402
+from connector.mapping.transform import to_event  # noqa: E402
 
 SCHEMA = ROOT / "schemas" / "user_behavior_event.avsc"
 BATCH_SIZE = 500

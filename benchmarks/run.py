@@ -49,8 +49,8 @@ import drills  # noqa: E402  (tests/drills.py, after the sys.path lines above)
 from confluent_kafka import ConsumerGroupState, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from connector.decode import load_schema  # noqa: E402
-from connector.records import TopicPartition  # noqa: E402
+from connector.adapters.avro import load_schema  # noqa: E402
+from connector.core.records import TopicPartition  # noqa: E402
 from devtools import samples  # noqa: E402
 from devtools.kafka import external_or_local  # noqa: E402
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from connector.entry import main
+from connector.ops.entry import main
 
 sys.exit(main())

@@ -205,7 +205,7 @@ class ShutdownSettings(_Section):
 
 
 class Settings(_Section):
-    # Consumer processes in this pod (members of one group; see connector/workers.py).
+    # Consumer processes in this pod (members of one group; see connector/ops/workers.py).
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     kafka: KafkaSettings = KafkaSettings()
     source: SourceSettings = SourceSettings()

@@ -1,6 +1,6 @@
 """The development commands of ``event-sink``: ``sandbox`` and ``demo``.
 
-The product's parser (:func:`connector.cli.build_parser`) knows nothing of them: it calls
+The product's parser (:func:`connector.ops.cli.build_parser`) knows nothing of them: it calls
 every ``event_sink.commands`` entry point, and pyproject.toml registers these two functions
 there. Each adds its subcommand to ``subparsers`` with ``set_defaults(func=...)``; ``func``
 takes the parsed arguments and returns the exit code. In the image, where this package is
@@ -30,7 +30,7 @@ def add_sandbox(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_sandbox(args: argparse.Namespace) -> int:
-    from connector.runtime import run_async
+    from connector.ops.runtime import run_async
     from devtools.sandbox import cli, server, tls
 
     faults = cli.faults_from_args(args)

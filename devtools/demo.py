@@ -20,12 +20,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from connector.app import Connector
+from connector.adapters.avro import AvroDecoder, load_schema
+from connector.adapters.http_setup import make_session
 from connector.config import Settings
-from connector.decode import AvroDecoder, load_schema
-from connector.http_setup import make_session
-from connector.records import TopicPartition
-from connector.runtime import run_async
+from connector.core.records import TopicPartition
+from connector.ops.runtime import run_async
+from connector.pipeline.connector import Connector
 from devtools import samples
 from devtools.kafka import external_or_local
 from devtools.sandbox import Faults, SandboxServer

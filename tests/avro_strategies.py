@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from connector.decode import RAW_LOGICAL_TYPE_KEY
+from connector.mapping.schema import RAW_LOGICAL_TYPE_KEY
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)

@@ -66,9 +66,8 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.decode import AvroDecoder, DecodeError, load_schema
-from connector.records import TopicPartition
-from connector.transform import fallback_uuid
+from connector.adapters.avro import AvroDecoder, DecodeError, load_schema
+from connector.core.records import TopicPartition, fallback_uuid
 from devtools import demo, samples
 from devtools.kafka import create_topic
 
@@ -77,7 +76,7 @@ SCHEMA = ROOT / "schemas" / "user_behavior_event.avsc"
 TOKEN = "drill-token-0123456789"
 REPORT_ENV = "EVENT_SINK_DRILL_REPORT"
 
-# Headers the connector's dead-letter writer puts on each DLQ record (connector/dlq.py):
+# Headers the connector's dead-letter writer puts on each DLQ record (connector/adapters/dlq.py):
 # where the record came from. Used to attribute DLQ records whose value does not decode.
 DLQ_TOPIC_HEADER = "event-sink.original.topic"
 DLQ_PARTITION_HEADER = "event-sink.original.partition"

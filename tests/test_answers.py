@@ -21,10 +21,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from test_sink import OK, PUBLIC, FakeTime, batch_of
 
-from connector.classify import Verdict, classify, origin, three_digit
-from connector.http_setup import MAX_ANSWER_BYTES, make_session
+from connector.adapters.http_setup import MAX_ANSWER_BYTES, make_session
+from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
+from connector.core.classify import Verdict, classify, origin, three_digit
 from connector.metrics import Metrics
-from connector.sink import Endpoint, HttpSink, RetryBudget
 
 
 def body(code: object, error_code: str = "X", msg: str = "m") -> bytes:
@@ -188,7 +188,7 @@ async def test_a_redirect_is_never_followed_and_halts_with_one_line_naming_its_o
 
         async with serve(redirecting) as url, make_session(4) as session:
             sink = sink_for(session, url, FakeTime())
-            with caplog.at_level(logging.INFO, logger="connector.sink"):
+            with caplog.at_level(logging.INFO, logger="connector.adapters.http_sink"):
                 report = await sink.send(batch_of(3))
     assert elsewhere.requests == []  # not one request, so not one token, went elsewhere
     assert answers == [status, status, status, 200]
@@ -330,7 +330,7 @@ async def test_an_unknown_body_code_is_retried_and_logged_once_per_code(
         return web.Response(body=body(next(codes)), content_type="application/json")
 
     async with serve(odd) as url, make_session(2) as session:
-        with caplog.at_level(logging.WARNING, logger="connector.sink"):
+        with caplog.at_level(logging.WARNING, logger="connector.adapters.http_sink"):
             report = await sink_for(session, url, FakeTime()).send(batch_of(2))
     assert report.refused == []
     assert report.attempts == 5

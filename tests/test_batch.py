@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.batch import Batcher, body_overhead, render_body
-from connector.records import Batch, EncodedEvent
+from connector.core.batch import Batcher, body_overhead, render_body
+from connector.core.records import Batch, EncodedEvent
 
 PUBLIC = b'{"isMatching":1,"matchingType":1}'
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from connector.adapters.kafka_source import consumer_config
 from connector.config import ConfigError, Settings, load_settings, load_token
-from connector.source import consumer_config
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "connector.example.yaml"
 

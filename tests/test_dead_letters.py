@@ -15,13 +15,13 @@ from prometheus_client import CollectorRegistry
 from test_end_to_end import SCHEMA, TOKEN, broker_committed, settings_for, uuids_by_position
 from test_sink import OK, Answer, ScriptedApi, serve
 
-from connector.app import Connector, RefusedByApiError
+from connector.adapters.avro import AvroDecoder, load_schema
+from connector.adapters.dlq import DeadLetterWriter, Failure, dead_letter_headers
 from connector.config import Settings
-from connector.decode import AvroDecoder, load_schema
-from connector.dlq import DeadLetterWriter, Failure, dead_letter_headers
+from connector.core.records import UUID_HEADER, SourceRecord
 from connector.metrics import Metrics
-from connector.records import UUID_HEADER, SourceRecord
-from connector.replay import ReplayFilter, replay
+from connector.ops.replay import ReplayFilter, replay
+from connector.pipeline.connector import Connector, RefusedByApiError
 from devtools.demo import produce_samples
 from devtools.samples import encode, sample_events
 from devtools.sandbox import SandboxServer

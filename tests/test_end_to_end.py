@@ -21,12 +21,12 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.aio import AIOConsumer
 from drills import Drill, catches_signal
 
-from connector.app import Connector, InvalidRecordError
-from connector.cli import build_parser
+from connector.adapters.avro import AvroDecoder, load_schema
 from connector.config import Settings
-from connector.decode import AvroDecoder, load_schema
-from connector.entry import GLOBAL_OPTIONS_WITH_VALUE, command_of
-from connector.records import TopicPartition
+from connector.core.records import TopicPartition
+from connector.ops.cli import build_parser
+from connector.ops.entry import GLOBAL_OPTIONS_WITH_VALUE, command_of
+from connector.pipeline.connector import Connector, InvalidRecordError
 from devtools.demo import produce_samples, run_until_delivered
 from devtools.sandbox import Faults, SandboxServer
 
@@ -380,7 +380,7 @@ def test_the_early_signal_handlers_find_the_command_past_global_options(
 
 
 def test_the_early_signal_handlers_know_every_global_option_that_takes_a_value() -> None:
-    # connector/entry.py cannot import the parser (that is the heavy import it runs
+    # connector/ops/entry.py cannot import the parser (that is the heavy import it runs
     # before), so it keeps its own list; this keeps the two the same.
     takes_value = {
         option

@@ -12,8 +12,8 @@ import pytest
 import trustme
 from aiohttp import web
 
+from connector.adapters.http_setup import make_session, proxy_for, resolve
 from connector.config import ConfigError, Settings, load_settings
-from connector.http_setup import make_session, proxy_for, resolve
 
 OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'
 API = "https://api.example:8443/v1/events/import"
@@ -114,7 +114,7 @@ def test_secret_headers_come_from_a_file_or_the_environment(tmp_path: Path) -> N
 def test_check_config_prints_header_names_and_the_proxy_never_a_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connector import cli
+    from connector.ops import cli
 
     key = tmp_path / "key"
     key.write_text("very-secret-value")

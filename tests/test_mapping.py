@@ -19,8 +19,8 @@ from avro_strategies import records
 from hypothesis import HealthCheck, given, settings
 from pydantic import ValidationError
 
+from connector.adapters.avro import AvroDecoder, load_schema
 from connector.config import ConfigError, MappingSettings, Settings, load_settings
-from connector.decode import AvroDecoder, load_schema
 from connector.mapping import (
     MappingError,
     compile_mapping,
@@ -28,7 +28,7 @@ from connector.mapping import (
     load_mapping_file,
     sample_record,
 )
-from connector.transform import TransformError, encode_event, to_event
+from connector.mapping.transform import TransformError, encode_event, to_event
 from devtools.samples import encode, sample_events
 from devtools.sandbox import ContractError, validate_request
 
@@ -532,7 +532,7 @@ def test_the_sample_record_of_each_schema_maps_to_a_valid_event() -> None:
 def test_check_config_shows_the_event_the_mapping_produces(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from connector import cli
+    from connector.ops import cli
 
     config = tmp_path / "clicks.yaml"
     mapping = yaml.safe_load(CLICK_MAPPING.read_text())

@@ -16,10 +16,10 @@ import fastavro
 import yaml
 from confluent_kafka import Producer
 
-from connector.app import Connector
+from connector.adapters.avro import AvroDecoder, load_schema
 from connector.config import Settings
-from connector.decode import AvroDecoder, load_schema
-from connector.records import TopicPartition
+from connector.core.records import TopicPartition
+from connector.pipeline.connector import Connector
 from devtools.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,11 +20,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from test_end_to_end import SCHEMA, TOKEN, settings_for
 
-from connector import logs
-from connector.app import Connector, InvalidRecordError
-from connector.decode import AvroDecoder, load_schema
-from connector.health import HealthServer
+from connector.adapters.avro import AvroDecoder, load_schema
 from connector.metrics import Metrics
+from connector.ops import logs
+from connector.ops.health import HealthServer
+from connector.pipeline.connector import Connector, InvalidRecordError
 from devtools.demo import produce_samples
 from devtools.samples import encode
 from devtools.sandbox import Faults, SandboxServer

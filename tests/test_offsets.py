@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.offsets import OffsetTracker
+from connector.core.offsets import OffsetTracker
 
 TP = ("events", 0)
 

@@ -14,7 +14,7 @@ import zipfile
 from argparse import ArgumentParser, _SubParsersAction
 from pathlib import Path
 
-from connector.cli import build_parser
+from connector.ops.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT_COMMANDS = ["run", "check-config", "replay-dlq"]
@@ -77,18 +77,18 @@ def test_the_product_wheel_holds_no_devtools(tmp_path: Path) -> None:
         names = archive.namelist()
         (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
         declared = archive.read(entry_points).decode()
-    assert "connector/cli.py" in names
-    assert "connector/entry.py" in names
+    assert "connector/ops/cli.py" in names
+    assert "connector/ops/entry.py" in names
     assert [n for n in names if n.startswith("devtools")] == []
     assert [n for n in names if "sandbox" in n or "devkafka" in n] == []
-    # The plugin entry points are declared even there; connector/cli.py skips them.
+    # The plugin entry points are declared even there; connector/ops/cli.py skips them.
     assert "devtools.commands:add_sandbox" in declared
 
 
 def test_without_devtools_event_sink_lists_only_the_product_commands() -> None:
     result = _without_devtools(
         "from argparse import _SubParsersAction\n"
-        "from connector.cli import build_parser\n"
+        "from connector.ops.cli import build_parser\n"
         "parser = build_parser()\n"
         "(sub,) = (a for a in parser._actions if isinstance(a, _SubParsersAction))\n"
         "print(' '.join(sub.choices))\n"
@@ -106,7 +106,7 @@ def test_without_devtools_event_sink_lists_only_the_product_commands() -> None:
 
 def test_without_devtools_the_dev_commands_are_unknown() -> None:
     result = _without_devtools(
-        "from connector.cli import main\nmain(['sandbox', '--port', '0', '--token', 'T'])\n"
+        "from connector.ops.cli import main\nmain(['sandbox', '--port', '0', '--token', 'T'])\n"
     )
     assert result.returncode == 2
     assert "invalid choice: 'sandbox'" in result.stderr

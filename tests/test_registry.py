@@ -24,7 +24,15 @@ from net_fixtures import ForwardProxy, RedirectTarget
 from registry_fixture import RegistryServer, framed
 from test_mapping_end_to_end import click_record, expected_event
 
-from connector.app import Connector
+from connector.adapters.avro import DecodeError, load_schema
+from connector.adapters.dlq import DeadLetterWriter
+from connector.adapters.http_setup import proxy_for
+from connector.adapters.registry import (
+    ConfluentDecoder,
+    RegistryClient,
+    RegistryUnavailable,
+    SchemaNotFetched,
+)
 from connector.config import (
     REGISTRY_PASSWORD_ENV,
     REGISTRY_TOKEN_ENV,
@@ -32,16 +40,8 @@ from connector.config import (
     SchemaRegistrySettings,
     Settings,
 )
-from connector.decode import DecodeError, load_schema
-from connector.dlq import DeadLetterWriter
-from connector.http_setup import proxy_for
-from connector.records import SourceRecord
-from connector.registry import (
-    ConfluentDecoder,
-    RegistryClient,
-    RegistryUnavailable,
-    SchemaNotFetched,
-)
+from connector.core.records import SourceRecord
+from connector.pipeline.connector import Connector
 from devtools.sandbox import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent

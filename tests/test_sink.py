@@ -16,10 +16,10 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.batch import body_overhead
-from connector.classify import Verdict, classify, parse_retry_after
-from connector.records import Batch, EncodedEvent
-from connector.sink import HttpSink, SendReport
+from connector.adapters.http_sink import HttpSink, SendReport
+from connector.core.batch import body_overhead
+from connector.core.classify import Verdict, classify, parse_retry_after
+from connector.core.records import Batch, EncodedEvent
 from devtools.sandbox import Faults, SandboxServer, ScriptStep
 
 OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'

@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.aio import AIOConsumer
 
+from connector.adapters.kafka_source import KafkaSource
 from connector.config import KafkaSettings
-from connector.records import TopicPartition
-from connector.source import KafkaSource
+from connector.core.records import TopicPartition
 
 
 class _LeavingConsumer:

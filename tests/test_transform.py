@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.decode import AvroDecoder, DecodeError, SchemaError, load_schema
-from connector.transform import TransformError, encode_event, fallback_uuid, to_event
+from connector.adapters.avro import AvroDecoder, DecodeError, SchemaError, load_schema
+from connector.core.records import fallback_uuid
+from connector.mapping.transform import TransformError, encode_event, to_event
 from devtools.samples import encode, sample_events
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "user_behavior_event.avsc"

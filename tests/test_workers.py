@@ -24,7 +24,7 @@ from drills import ConnectorProcess, Drill, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.workers import MAX_GAUGES, Supervisor, merge_metrics, render_metrics
+from connector.ops.workers import MAX_GAUGES, Supervisor, merge_metrics, render_metrics
 from devtools.kafka import KafkaCluster
 
 README = Path(__file__).resolve().parent.parent / "README.md"

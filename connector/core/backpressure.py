@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from connector.records import TopicPartition
+from connector.core.records import TopicPartition
 
 RESUME_FRACTION = 0.5
 

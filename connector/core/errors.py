@@ -6,7 +6,7 @@
 - :class:`InfrastructureError`: something outside the data failed; ``retriable`` says
   whether waiting and trying again can help.
 
-``connector.cli.exit_code`` maps them to exit codes, in one place.
+``connector.ops.cli.exit_code`` maps them to exit codes, in one place.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from connector.mapping.schema import (
     getter,
     require_kind,
 )
+from connector.mapping.transform import TransformError
 from connector.mapping.values import converter_for
-from connector.transform import TransformError
 
 
 def _value_spec(

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from connector.mapping.schema import Getter
+from connector.mapping.transform import TransformError, encode_event
 from connector.mapping.values import ENCODE, MARKED_NUMBER
-from connector.transform import TransformError, encode_event
 
 # -- the compiled mapping ----------------------------------------------------------------
 

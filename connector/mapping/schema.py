@@ -11,7 +11,10 @@ from typing import Any
 from connector.config import (
     ConfigError,
 )
-from connector.decode import RAW_LOGICAL_TYPE_KEY
+
+# Where the Avro decoder keeps a timestamp annotation it stripped (it reads raw numbers),
+# so the mapping still knows millis from micros.
+RAW_LOGICAL_TYPE_KEY = "event-sink.logicalType"
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Converter = Callable[[Any], Any]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connector.mapping.schema import MICROS, Converter, Schema, SchemaType
-from connector.transform import TransformError
+from connector.mapping.transform import TransformError
 
 # -- eventargs values: faithful JSON -----------------------------------------------------
 

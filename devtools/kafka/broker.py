@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 # rejects; cimpl is where the typed class is defined.
 from confluent_kafka.cimpl import NewTopic
 
-from connector.runtime import terminate_with_parent
+from connector.ops.runtime import terminate_with_parent
 from devtools.kafka.jars import KAFKA_VERSION, kafka_libs, require_tools
 from devtools.kafka.jvm import (
     accepts,

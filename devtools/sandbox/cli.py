@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from connector.runtime import run_async
+from connector.ops.runtime import run_async
 from devtools.sandbox import tls, world
 from devtools.sandbox.faults import Faults, check_retry_after, check_status, parse_script
 from devtools.sandbox.server import DEFAULT_PATH, serve
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m devtools.sandbox``: ``event-sink sandbox``'s flags plus ``--no-keep-events``
     (uuids and counts only: long runs need no event bodies) and the TLS flags of
     :func:`devtools.sandbox.tls.add_tls_arguments`. Stops on SIGINT or SIGTERM."""
-    from connector import logs  # only the standalone entry point configures logging
+    from connector.ops import logs  # only the standalone entry point configures logging
 
     parser = argparse.ArgumentParser(
         prog="python -m devtools.sandbox",

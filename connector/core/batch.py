@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from connector.records import Batch, EncodedEvent
+from connector.core.records import Batch, EncodedEvent
 
 
 def body_overhead(public_params_json: bytes) -> int:

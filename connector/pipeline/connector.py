@@ -18,23 +18,23 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from connector.batch import Batcher, body_overhead
-from connector.classify import OVERRIDABLE, Outcome
+from connector.adapters.avro import AvroDecoder, DecodeError
+from connector.adapters.dlq import DeadLetterWriter, Failure
+from connector.adapters.http_setup import HttpEnv, resolve
+from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
+from connector.adapters.kafka_source import CommitError, ConsumerFactory, KafkaSource
+from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
 from connector.core import backpressure
+from connector.core.batch import Batcher, body_overhead
+from connector.core.classify import OVERRIDABLE, Outcome
 from connector.core.errors import DataError, Stage
-from connector.decode import AvroDecoder, DecodeError
-from connector.dlq import DeadLetterWriter, Failure
-from connector.health import Check
-from connector.http_setup import HttpEnv, resolve
+from connector.core.offsets import OffsetTracker, Receipt
+from connector.core.records import Batch, EncodedEvent, SourceRecord, TopicPartition
 from connector.mapping import mapper_for
+from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
-from connector.offsets import OffsetTracker, Receipt
-from connector.records import Batch, EncodedEvent, SourceRecord, TopicPartition
-from connector.registry import ConfluentDecoder, SchemaGatedSource
-from connector.sink import Endpoint, HttpSink, RetryBudget
-from connector.source import CommitError, ConsumerFactory, KafkaSource
-from connector.transform import TransformError
+from connector.ops.health import Check
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The HTTP client of the event import API: one ``send(batch)`` that decides every event.
 
-``connector.classify`` is the one table that reads an answer; here is what each verdict does:
+``connector.core.classify`` is the one table that reads an answer; here is what each verdict does:
 
 - delivered: done;
 - retry (408, 429, 5xx and such body codes, unknown body codes, timeouts, dropped
@@ -33,10 +33,7 @@ from dataclasses import dataclass, field, replace
 
 import aiohttp
 
-from connector.batch import render_body
-from connector.classify import Outcome, Verdict, classify
-from connector.core.backoff import Backoff
-from connector.http_setup import (
+from connector.adapters.http_setup import (
     ACCEPT_ENCODING,
     DIRECT,
     MAX_ANSWER_BYTES,
@@ -44,9 +41,12 @@ from connector.http_setup import (
     UnreadableBody,
     read_bounded,
 )
+from connector.adapters.send_gate import SendGate
+from connector.core.backoff import Backoff
+from connector.core.batch import render_body
+from connector.core.classify import Outcome, Verdict, classify
+from connector.core.records import Batch, EncodedEvent
 from connector.metrics import Metrics, status_class
-from connector.records import Batch, EncodedEvent
-from connector.send_gate import SendGate
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from connector.config import KafkaSettings
 from connector.core.errors import InfrastructureError
-from connector.records import SourceRecord, TopicPartition
+from connector.core.records import SourceRecord, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -258,5 +258,5 @@ class KafkaSource:
                 self._consumer = None
                 if self._executor is not None:
                     # Not waiting: a call cancelled by a timeout may still be stuck in a
-                    # thread; the process then exits without joining it (connector/cli.py).
+                    # thread; the process then exits without joining it (connector/ops/cli.py).
                     self._executor.shutdown(wait=False)

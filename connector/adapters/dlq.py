@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from connector.config import KafkaSettings
 from connector.core.backoff import Backoff
 from connector.core.errors import Stage
-from connector.records import SourceRecord
+from connector.core.records import SourceRecord
 
 log = logging.getLogger(__name__)
 

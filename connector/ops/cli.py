@@ -27,24 +27,34 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from connector import __version__, logs
-from connector.app import Connector, InvalidRecordError, RefusedByApiError
+from connector import __version__
+from connector.adapters.avro import AvroDecoder, load_schema
+from connector.adapters.dlq import DeadLetterWriter
+from connector.adapters.http_setup import HttpEnv, make_session, proxy_for, resolve
+from connector.adapters.registry import ConfluentDecoder, RegistryClient
 from connector.config import ConfigError, Settings, TokenSource, load_settings, load_token
-from connector.decode import AvroDecoder, SchemaError, load_schema
-from connector.dlq import DeadLetterWriter
-from connector.health import HealthServer
-from connector.http_setup import HttpEnv, make_session, proxy_for, resolve
+from connector.core.errors import EventSinkError
+from connector.core.records import fallback_uuid
 from connector.mapping import mapper_for, sample_record
+from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
-from connector.registry import ConfluentDecoder, RegistryClient
-from connector.runtime import run_async, tune_gc
-from connector.source import SourceError
-from connector.transform import TransformError, fallback_uuid
-from connector.workers import Supervisor, write_port_file
+from connector.ops import logs
+from connector.ops.health import HealthServer
+from connector.ops.runtime import run_async, tune_gc
+from connector.ops.workers import Supervisor, write_port_file
+from connector.pipeline.connector import Connector
 
 log = logging.getLogger("connector")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def exit_code(error: EventSinkError) -> int:
+    """The one map from the project's errors to exit codes."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG  # includes a schema or mapping that cannot be used
+    return EXIT_FAILED  # DataError (a record that stops the run), InfrastructureError
+
 
 # The entry-point group of the commands that other installed packages add (devtools/).
 COMMANDS_GROUP = "event_sink.commands"
@@ -135,9 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         http_env = resolve(settings.http)
         redactor = logs.Redactor([*settings.secret_values(), *http_env.secrets])
         token = TokenSource(settings, on_token=redactor.add)
-    except (ConfigError, SchemaError) as exc:
+    except ConfigError as exc:
         log.error("%s", exc)
-        return EXIT_CONFIG
+        return exit_code(exc)
     logs.configure(
         args.log_level or settings.log.level,
         args.log_format or settings.log.format,
@@ -159,9 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = EXIT_OK
     try:
         run_async(main())
-    except (InvalidRecordError, RefusedByApiError, SourceError) as exc:
+    except EventSinkError as exc:  # a record that stops the run, a fatal Kafka error
         log.error("%s", exc)
-        code = EXIT_FAILED
+        code = exit_code(exc)
     if not outcome.left_cleanly:
         # A consumer call is stuck in a client thread (brokers unreachable); the normal
         # exit would join that thread and outlive the grace period. Nothing is lost:
@@ -175,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
-    """``workers: N`` with N > 1: run N worker processes (connector/workers.py)."""
+    """``workers: N`` with N > 1: run N worker processes (connector/ops/workers.py)."""
     passthrough = []
     if args.log_level:
         passthrough += ["--log-level", args.log_level]
@@ -211,9 +221,9 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         settings = _load(args.config)
-    except (ConfigError, SchemaError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_code(exc)
     effective = settings.redacted()
     try:
         load_token(settings)
@@ -270,22 +280,22 @@ def _time_ms(text: str) -> int:
 
 
 def cmd_replay_dlq(args: argparse.Namespace) -> int:
-    from connector.replay import ReplayFilter, replay
+    from connector.ops.replay import ReplayFilter, replay
 
     try:
         settings = _load(args.config)
-    except (ConfigError, SchemaError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_code(exc)
     if settings.dlq.topic is None:
         print("error: dlq.topic is not set: there is no dead-letter topic", file=sys.stderr)
         return EXIT_CONFIG
     keep = ReplayFilter(args.since, args.until, frozenset(args.stage or ()))
     try:
         summary = replay(settings, keep, to_topic=args.to_topic, dry_run=args.dry_run)
-    except RuntimeError as exc:
+    except EventSinkError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_code(exc)
     verb = "would replay" if args.dry_run else "replayed"
     targets = ", ".join(f"{topic}: {n}" for topic, n in sorted(summary.by_topic.items()))
     print(

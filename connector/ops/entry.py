@@ -21,7 +21,7 @@ def _exit_before_start(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-# Options before the command that take a value (connector/cli.py's parser; a test keeps
+# Options before the command that take a value (connector/ops/cli.py's parser; a test keeps
 # the two the same).
 GLOBAL_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
 
@@ -42,6 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command_of(args) == "run":  # the other commands keep Python's defaults
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_before_start)
-    from connector import cli  # after the handlers, on purpose
+    from connector.ops import cli  # after the handlers, on purpose
 
     return cli.main(args)

@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 
 from connector.core.errors import DataError, Stage
-from connector.records import position_uuid
 
 _IDENTITY_OPTIONAL = (
     ("platform", "platform"),
@@ -123,4 +122,3 @@ def _all_finite(container: dict[str, Any] | list[Any]) -> bool:
 
 
 # A stable id for a record without one: the same message always gets the same id.
-fallback_uuid = position_uuid

@@ -36,7 +36,14 @@ from typing import Any
 import aiohttp
 import fastavro
 
-from connector.classify import origin
+from connector.adapters.avro import AvroDecoder, DecodeError, strip_logical_types
+from connector.adapters.http_setup import DIRECT, Proxy, UnreadableBody, read_bounded
+from connector.adapters.kafka_source import (
+    CommitCallback,
+    ConsumerFactory,
+    KafkaSource,
+    RebalanceCallback,
+)
 from connector.config import (
     REGISTRY_PASSWORD_ENV,
     REGISTRY_TOKEN_ENV,
@@ -45,11 +52,9 @@ from connector.config import (
     SchemaRegistrySettings,
 )
 from connector.core.backoff import Backoff
+from connector.core.classify import origin
 from connector.core.errors import InfrastructureError
-from connector.decode import AvroDecoder, DecodeError, strip_logical_types
-from connector.http_setup import DIRECT, Proxy, UnreadableBody, read_bounded
-from connector.records import SourceRecord, TopicPartition
-from connector.source import CommitCallback, ConsumerFactory, KafkaSource, RebalanceCallback
+from connector.core.records import SourceRecord, TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,16 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from connector.adapters.dlq import H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC, HEADER_PREFIX
 from connector.config import Settings
-from connector.dlq import H_OFFSET, H_PARTITION, H_STAGE, H_TOPIC, HEADER_PREFIX
-from connector.records import UUID_HEADER
-from connector.transform import fallback_uuid
+from connector.core.errors import InfrastructureError
+from connector.core.records import UUID_HEADER, fallback_uuid
+
+
+class ReplayError(InfrastructureError):
+    """The replay could not read or write the topics; nothing was committed past it."""
+
+    retriable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +90,7 @@ def _read_all(consumer: Consumer, topic: str, timeout_s: float) -> Iterator[Mess
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"reading {topic}: {error.str()}")
+                    raise ReplayError(f"reading {topic}: {error.str()}")
                 continue
             deadline = time.monotonic() + timeout_s
             partition, offset = message.partition(), message.offset()
@@ -94,7 +100,7 @@ def _read_all(consumer: Consumer, topic: str, timeout_s: float) -> Iterator[Mess
                 del ends[partition]
             yield message
     if ends:
-        raise RuntimeError(f"reading {topic}: no progress for {timeout_s}s, stopped early")
+        raise ReplayError(f"reading {topic}: no progress for {timeout_s}s, stopped early")
 
 
 def replay(
@@ -160,7 +166,7 @@ def replay(
     finally:
         consumer.close()
     if remaining or failures:
-        raise RuntimeError(
+        raise ReplayError(
             f"replay incomplete: {remaining} unacknowledged, errors: {failures[:3]}; "
             "records may have been replayed in part (their uuids make repeats recognisable)"
         )

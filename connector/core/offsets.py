@@ -13,7 +13,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable
 
-from connector.records import TopicPartition
+from connector.core.records import TopicPartition
 
 
 class _PartitionState:

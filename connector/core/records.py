@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connector.offsets import Receipt
+    from connector.core.offsets import Receipt
 
 TopicPartition = tuple[str, int]
 
 
-def position_uuid(topic: str, partition: int, offset: int) -> str:
+def fallback_uuid(topic: str, partition: int, offset: int) -> str:
     """A stable id for a record without one, from where it sits in Kafka."""
     return f"{topic}-{partition}-{offset}"
 
@@ -39,7 +39,7 @@ class SourceRecord:
         for name, value in self.headers:
             if name == UUID_HEADER and value:
                 return value.decode("utf-8", "replace")
-        return position_uuid(self.topic, self.partition, self.offset)
+        return fallback_uuid(self.topic, self.partition, self.offset)
 
 
 # Set by `event-sink replay-dlq` on a re-injected record whose uuid was derived from its

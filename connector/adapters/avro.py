@@ -12,6 +12,7 @@ from fastavro.schema import SchemaParseException
 
 from connector.config import ConfigError
 from connector.core.errors import DataError, Stage
+from connector.mapping.schema import RAW_LOGICAL_TYPE_KEY
 
 # Logical types fastavro would turn into datetime/date objects. The connector wants the
 # raw numbers (epoch milliseconds go straight into the API's `time`); dropping the
@@ -22,8 +23,6 @@ _RAW_LOGICAL_TYPES = {
     "local-timestamp-millis",
     "local-timestamp-micros",
 }
-# Where a stripped annotation is kept, so the mapping still knows millis from micros.
-RAW_LOGICAL_TYPE_KEY = "event-sink.logicalType"
 
 
 class SchemaError(ConfigError):

@@ -1,0 +1,1 @@
+"""Operations: the command line, the workers supervisor, health, logs, the replay tool."""

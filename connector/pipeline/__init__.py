@@ -1,0 +1,1 @@
+"""The pipeline: what runs the stages, built from core decisions and the adapters."""
