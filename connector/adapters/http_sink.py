@@ -140,7 +140,7 @@ class HttpSink:
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._metrics = metrics
-        self._unknown_codes: set[str] = set()
+        self._unknown_codes = _UnknownCodes()
         self.gate = SendGate(monotonic, sleep)
         self.halt_cause: Outcome | None = None  # the answer that halted the senders
 
@@ -165,7 +165,7 @@ class HttpSink:
             metrics.http_requests.labels(status_class(outcome.status)).inc()
             metrics.batches_sent.labels(outcome.verdict.value).inc()
         if outcome.reason == "body_code_unknown":
-            self._note_unknown_code(outcome)
+            self._unknown_codes.note(outcome)
         return outcome
 
     async def _post(self, body: bytes) -> Outcome:
@@ -209,19 +209,6 @@ class HttpSink:
             return Outcome(Verdict.RETRY, "timeout")
         except aiohttp.ClientError as exc:
             return Outcome(Verdict.RETRY, f"connection:{type(exc).__name__}")
-
-    def _note_unknown_code(self, outcome: Outcome) -> None:
-        code = outcome.code if outcome.code is not None else "(missing)"
-        if code in self._unknown_codes or len(self._unknown_codes) >= _UNKNOWN_CODES_REMEMBERED:
-            return
-        self._unknown_codes.add(code)
-        log.warning(
-            "the API answered HTTP 200 with body code %r, which is not a three-digit status: "
-            "retrying (an unknown code is no proof that the data is bad); set "
-            "http.body_code_overrides to decide otherwise",
-            code,
-            extra={"body_code": code, "error_code": outcome.error_code},
-        )
 
     def render(self, events: Sequence[EncodedEvent]) -> bytes:
         """The request body for these events (compressed when ``http.compression`` says so)."""
@@ -300,7 +287,7 @@ class HttpSink:
                     return outcome, False
                 if verdict in (Verdict.REFUSED, Verdict.TOO_LARGE):
                     self._reopen()  # the API answered about the data: the endpoint is fine
-                    self._log(logging.WARNING, "request refused, splitting", outcome, events,
+                    _log_answer(logging.WARNING, "request refused, splitting", outcome, events,
                               batch_id, attempt)  # fmt: skip
                     return outcome, False
                 if verdict is Verdict.AUTH:
@@ -319,7 +306,7 @@ class HttpSink:
                     spent_s += delay
                 if self._metrics is not None:
                     self._metrics.http_retries.labels(outcome.reason).inc()
-                self._log(logging.WARNING, f"request not delivered, retrying in {delay:.2f}s",
+                _log_answer(logging.WARNING, f"request not delivered, retrying in {delay:.2f}s",
                           outcome, events, batch_id, attempt)  # fmt: skip
                 await self._sleep(delay)
         finally:
@@ -334,42 +321,66 @@ class HttpSink:
     def _halt(self, me: object, outcome: Outcome) -> None:
         if not self.gate.halted:
             self.halt_cause = outcome
-            if outcome.location is not None:
-                log.error(
-                    "the endpoint redirects (HTTP %s to %s); redirects are never followed, "
-                    "so the token and the data stay with http.url's origin: every sender "
-                    "stops, probing with slow backoff; nothing is dropped. Fix http.url.",
-                    outcome.status,
-                    outcome.location,
-                )
-            else:
-                log.error(
-                    "the API refuses the token or the URL (HTTP %s%s): every sender stops, "
-                    "probing with slow backoff; nothing is dropped",
-                    outcome.status,
-                    f", body code {outcome.code}" if outcome.status == 200 else "",
-                )
+            _log_halt(outcome)
         self.gate.halt(me)
 
-    @staticmethod
-    def _log(
-        level: int,
-        message: str,
-        outcome: Outcome,
-        events: Sequence[EncodedEvent],
-        batch_id: int,
-        attempt: int,
-    ) -> None:
-        log.log(
-            level,
-            message,
-            extra={
-                "batch_id": batch_id,
-                "batch_size": len(events),
-                "status": outcome.status,
-                "reason": outcome.reason,
-                "body_code": outcome.code,
-                "error_code": outcome.error_code,
-                "attempt": attempt,
-            },
+
+def _log_halt(outcome: Outcome) -> None:
+    if outcome.location is not None:
+        log.error(
+            "the endpoint redirects (HTTP %s to %s); redirects are never followed, "
+            "so the token and the data stay with http.url's origin: every sender "
+            "stops, probing with slow backoff; nothing is dropped. Fix http.url.",
+            outcome.status,
+            outcome.location,
         )
+    else:
+        log.error(
+            "the API refuses the token or the URL (HTTP %s%s): every sender stops, "
+            "probing with slow backoff; nothing is dropped",
+            outcome.status,
+            f", body code {outcome.code}" if outcome.status == 200 else "",
+        )
+
+
+class _UnknownCodes:
+    """Logs each distinct unknown body code once; remembers at most a bounded number."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def note(self, outcome: Outcome) -> None:
+        code = outcome.code if outcome.code is not None else "(missing)"
+        if code in self._seen or len(self._seen) >= _UNKNOWN_CODES_REMEMBERED:
+            return
+        self._seen.add(code)
+        log.warning(
+            "the API answered HTTP 200 with body code %r, which is not a three-digit status: "
+            "retrying (an unknown code is no proof that the data is bad); set "
+            "http.body_code_overrides to decide otherwise",
+            code,
+            extra={"body_code": code, "error_code": outcome.error_code},
+        )
+
+
+def _log_answer(
+    level: int,
+    message: str,
+    outcome: Outcome,
+    events: Sequence[EncodedEvent],
+    batch_id: int,
+    attempt: int,
+) -> None:
+    log.log(
+        level,
+        message,
+        extra={
+            "batch_id": batch_id,
+            "batch_size": len(events),
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "body_code": outcome.code,
+            "error_code": outcome.error_code,
+            "attempt": attempt,
+        },
+    )
