@@ -22,19 +22,20 @@ from connector.adapters.avro import AvroDecoder, DecodeError
 from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
-from connector.adapters.kafka_source import CommitError, ConsumerFactory, KafkaSource
+from connector.adapters.kafka_source import ConsumerFactory, KafkaSource
 from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
 from connector.core import backpressure
 from connector.core.batch import Batcher, body_overhead
 from connector.core.classify import OVERRIDABLE, Outcome
 from connector.core.errors import DataError, Stage
-from connector.core.offsets import OffsetTracker, Receipt
+from connector.core.offsets import Receipt
 from connector.core.records import Batch, EncodedEvent, SourceRecord, TopicPartition
 from connector.mapping import mapper_for
 from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
 from connector.ops.health import Check
+from connector.pipeline.checkpoint import Checkpoint, fmt_partitions
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,6 @@ _PROGRESS_INTERVAL_S = 10.0
 _GAUGE_INTERVAL_S = 2.0
 # Shutdown: after the drain, the final commit and leaving the group get this long together.
 _LEAVE_TIMEOUT_S = 10.0
-# An asynchronous commit is always answered (success or error); if no answer came in this
-# long, something is wrong with the client, and another commit may go out.
-_COMMIT_STALL_S = 300.0
 # The consume loop may legitimately stand still while a revoke drains in-flight batches
 # (up to shutdown.drain_timeout_s); liveness allows that much and this margin on top.
 _LIVENESS_MARGIN_S = 60.0
@@ -133,8 +131,9 @@ class Connector:
         self._clock = clock
         self._wall_clock = wall_clock
         self.metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
-        self.tracker = OffsetTracker()
         self.stats = RunStats(started_at=clock())
+        self._checkpoint = Checkpoint(self.metrics, self.stats, clock)
+        self.tracker = self._checkpoint.tracker
         public_params = json.dumps(
             settings.http.public_params, separators=(",", ":"), ensure_ascii=False
         ).encode()
@@ -188,7 +187,7 @@ class Connector:
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
-                on_commit=self._commit_acknowledged,
+                on_commit=self._checkpoint.acknowledged,
                 **source_kwargs,
             )
         else:
@@ -197,7 +196,7 @@ class Connector:
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
-                on_commit=self._commit_acknowledged,
+                on_commit=self._checkpoint.acknowledged,
                 **source_kwargs,
             )
         self._slots = asyncio.Semaphore(settings.http.max_in_flight)
@@ -209,15 +208,12 @@ class Connector:
         self._caps = backpressure.PendingCaps(
             kafka.max_pending_events, kafka.max_pending_per_partition
         )
-        # Committed positions found on the broker at assignment, until we commit our own.
-        self._committed_at_assign: dict[TopicPartition, int] = {}
         self._last_turn: float | None = None
         # False when shutdown gave up on committing or leaving the group (brokers down): a
         # consumer call may still be stuck in a client thread, so the process must not wait
         # for those threads on exit.
         self.left_cleanly = True
-        self._commit_sent_at: float | None = None  # the asynchronous commit awaiting its answer
-        self._commit_failing = False  # the last commit answer was a failure
+        self._checkpoint.attach(self._source)
 
     # -- the main loop -------------------------------------------------------------
 
@@ -249,14 +245,14 @@ class Connector:
                 caught_up = (
                     not records
                     and now >= last_commit + idle_commit_gap
-                    and not self._commit_failing
+                    and not self._checkpoint.failing
                     and not self._source.brokers_down
                 )
                 if now >= next_commit or (caught_up and self.tracker.committable()):
-                    await self._commit_in_background()
+                    await self._checkpoint.commit_in_background()
                     next_commit, last_commit = now + commit_every, now
                 if now >= next_gauges:
-                    await self._refresh_gauges()
+                    await self._checkpoint.refresh_gauges()
                     next_gauges = now + _GAUGE_INTERVAL_S
                 if now >= next_progress:
                     self._log_progress()
@@ -433,63 +429,9 @@ class Connector:
             await asyncio.wait(set(self._tasks), timeout=min(remaining, _DRAIN_POLL_S))
         return len(self._tasks)
 
-    # -- offsets -------------------------------------------------------------------
-
-    async def _commit_in_background(self) -> None:
-        """The periodic commit: sent asynchronously, acknowledged in _commit_acknowledged.
-
-        One at a time: a commit is last-write-wins on the broker, and commits queued during
-        an outage are answered (and applied) in no promised order, so an older position
-        could land after a newer one and move the group back.
-        """
-        now = self._clock()
-        if self._commit_sent_at is not None and now - self._commit_sent_at < _COMMIT_STALL_S:
-            return
-        positions = self.tracker.committable()
-        if not positions:
-            return
-        _log_commit("committing offsets (asynchronously)", positions)
-        try:
-            await self._source.commit_async(positions)
-        except CommitError as exc:
-            self._commit_acknowledged({}, dict.fromkeys(positions, str(exc)))
-            return
-        self._commit_sent_at = now
-
-    def _commit_acknowledged(
-        self, done: dict[TopicPartition, int], failed: dict[TopicPartition, str]
-    ) -> None:
-        self._commit_sent_at = None
-        self._commit_failing = bool(failed) and not done
-        if failed:
-            self.stats.commit_failures += 1
-            self.metrics.offset_commits.labels("failure").inc()
-            reasons = sorted(set(failed.values()))
-            log.warning("offset commit failed, will retry: %s", "; ".join(reasons))
-        if done:
-            self.tracker.mark_committed(done)
-            self.stats.commits += 1
-            self.metrics.offset_commits.labels("success").inc()
-            _log_commit("offsets committed", done)
-
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        """A synchronous commit (revoke, shutdown): returns once the broker answered."""
-        positions = self.tracker.committable()
-        if only is not None:
-            positions = {tp: pos for tp, pos in positions.items() if tp in only}
-        if not positions:
-            return
-        _log_commit("committing offsets", positions)
-        try:
-            await self._source.commit(positions)
-        except CommitError as exc:
-            self._commit_acknowledged({}, dict.fromkeys(positions, str(exc)))
-            return
-        self._commit_acknowledged(dict(positions), {})
-
     def committed(self) -> dict[TopicPartition, int]:
         """Positions the broker acknowledged, for assigned partitions."""
-        return self.tracker.committed()
+        return self._checkpoint.committed()
 
     # -- backpressure and rebalances -----------------------------------------------
 
@@ -531,19 +473,14 @@ class Connector:
         self.metrics.paused.labels("throttle").set(1 if self._sink.gate.throttled() else 0)
 
     async def _on_assign(self, tps: list[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", _fmt(tps))
+        log.info("partitions assigned: %s", fmt_partitions(tps))
         if tps and self.stats.first_assigned_at is None:
             self.stats.first_assigned_at = self._clock()
-        self.tracker.assign(tps)
-        self.metrics.rebalances.labels("assign").inc()
-        self.metrics.partitions_assigned.set(len(self.tracker.assigned()))
-        # Lag is end offset minus committed offset: learn where the group stands now,
-        # so an idle partition reports its lag before this member commits anything.
-        self._committed_at_assign.update(await self._source.committed(tps))
+        await self._checkpoint.assign(tps)
 
     async def _on_revoke(self, tps: list[TopicPartition]) -> None:
         """Hand partitions over cleanly: send what is open, wait, commit, forget."""
-        log.info("revoking partitions: %s", _fmt(tps))
+        log.info("revoking partitions: %s", fmt_partitions(tps))
         undelivered = await self._flush_and_drain()
         if undelivered:
             log.warning(
@@ -551,43 +488,20 @@ class Connector:
                 "by the partitions' next owner",
                 undelivered,
             )
-        await self._commit(only=set(tps))
-        log.info("partitions revoked: %s", _fmt(tps))
+        await self._checkpoint.commit(only=set(tps))
+        log.info("partitions revoked: %s", fmt_partitions(tps))
         self._forget(tps, "revoke")
 
     async def _on_lost(self, tps: list[TopicPartition]) -> None:
         # Another member may already own them: committing now could move its offsets.
-        log.warning("partitions lost (not revoked cleanly): %s", _fmt(tps))
+        log.warning("partitions lost (not revoked cleanly): %s", fmt_partitions(tps))
         self._forget(tps, "lost")
 
     def _forget(self, tps: list[TopicPartition], kind: str) -> None:
-        self.tracker.revoke(tps)
+        self._checkpoint.forget(tps, kind)
         self._paused -= set(tps)
-        for topic, partition in tps:
-            self._committed_at_assign.pop((topic, partition), None)
-            self.metrics.forget_partition(topic, partition)
-        self.metrics.rebalances.labels(kind).inc()
-        self.metrics.partitions_assigned.set(len(self.tracker.assigned()))
 
-    # -- gauges and health -----------------------------------------------------------
-
-    async def _refresh_gauges(self) -> None:
-        """Per-partition committed offset, lag and pending records; idle partitions too."""
-        metrics = self.metrics
-        committed = {**self._committed_at_assign, **self.tracker.committed()}
-        for tp, pending in self.tracker.pending_by_partition().items():
-            topic, partition = tp[0], str(tp[1])
-            metrics.pending_records.labels(topic, partition).set(pending)
-            watermarks = await self._source.watermarks(tp)
-            position = committed.get(tp)
-            if position is not None:
-                metrics.committed_offset.labels(topic, partition).set(position)
-            if watermarks is not None:
-                low, high = watermarks
-                # Never committed: the group starts at the earliest offset (the low mark).
-                metrics.consumer_lag.labels(topic, partition).set(
-                    max(0, high - (position if position is not None else low))
-                )
+    # -- health --------------------------------------------------------------------
 
     def liveness(self) -> Check:
         if self._last_turn is None:
@@ -636,7 +550,7 @@ class Connector:
         # hold the process past its grace period. What is not committed is delivered again.
         try:
             async with asyncio.timeout(_LEAVE_TIMEOUT_S):
-                await self._commit()
+                await self._checkpoint.commit()
                 await self._source.close()
         except TimeoutError:
             self.left_cleanly = False
@@ -658,13 +572,3 @@ class Connector:
             self.tracker.pending,
             len(self._tasks),
         )
-
-
-def _fmt(tps: list[TopicPartition]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "none"
-
-
-def _log_commit(what: str, positions: dict[TopicPartition, int]) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        text = ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(positions.items()))
-        log.debug("%s: %s", what, text)

@@ -1,0 +1,161 @@
+"""The checkpoint: the one owner of the offset tracker, of commit scheduling, and of what
+an assignment, a revoke and a loss do to offsets (Benthos' checkpointer, quix-streams'
+checkpoint). The pipeline hands it records to track and receipts to resolve; nothing else
+commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+from connector.adapters.kafka_source import CommitError
+from connector.core.offsets import OffsetTracker
+from connector.core.records import TopicPartition
+from connector.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# An asynchronous commit is always answered (success or error); if no answer came in this
+# long, something is wrong with the client, and another commit may go out.
+_COMMIT_STALL_S = 300.0
+
+
+class Committer(Protocol):
+    """What the checkpoint needs of the Kafka source."""
+
+    async def commit(self, positions: Mapping[TopicPartition, int]) -> None: ...
+    async def commit_async(self, positions: Mapping[TopicPartition, int]) -> None: ...
+    async def committed(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]: ...
+    async def watermarks(self, tp: TopicPartition) -> tuple[int, int] | None: ...
+
+
+class CommitStats(Protocol):
+    commits: int
+    commit_failures: int
+
+
+class Checkpoint:
+    """Tracks what was read, commits what was delivered, follows the assignment."""
+
+    def __init__(self, metrics: Metrics, stats: CommitStats, clock: Callable[[], float]) -> None:
+        self.tracker = OffsetTracker()
+        self.metrics = metrics
+        self.stats = stats
+        self._clock = clock
+        self._committer: Committer | None = None
+        # Committed positions found on the broker at assignment, until we commit our own.
+        self._committed_at_assign: dict[TopicPartition, int] = {}
+        self._sent_at: float | None = None  # the asynchronous commit awaiting its answer
+        self.failing = False  # the last commit answer was a failure
+
+    def attach(self, committer: Committer) -> None:
+        """The source commits; it is built after the checkpoint (it calls back into it)."""
+        self._committer = committer
+
+    def _source(self) -> Committer:
+        if self._committer is None:
+            raise RuntimeError("the checkpoint has no source attached")
+        return self._committer
+
+    async def commit_in_background(self) -> None:
+        """The periodic commit: sent asynchronously, acknowledged in :meth:`acknowledged`.
+
+        One at a time: a commit is last-write-wins on the broker, and commits queued during
+        an outage are answered (and applied) in no promised order, so an older position
+        could land after a newer one and move the group back.
+        """
+        now = self._clock()
+        if self._sent_at is not None and now - self._sent_at < _COMMIT_STALL_S:
+            return
+        positions = self.tracker.committable()
+        if not positions:
+            return
+        _log_commit("committing offsets (asynchronously)", positions)
+        try:
+            await self._source().commit_async(positions)
+        except CommitError as exc:
+            self.acknowledged({}, dict.fromkeys(positions, str(exc)))
+            return
+        self._sent_at = now
+
+    def acknowledged(
+        self, done: dict[TopicPartition, int], failed: dict[TopicPartition, str]
+    ) -> None:
+        self._sent_at = None
+        self.failing = bool(failed) and not done
+        if failed:
+            self.stats.commit_failures += 1
+            self.metrics.offset_commits.labels("failure").inc()
+            reasons = sorted(set(failed.values()))
+            log.warning("offset commit failed, will retry: %s", "; ".join(reasons))
+        if done:
+            self.tracker.mark_committed(done)
+            self.stats.commits += 1
+            self.metrics.offset_commits.labels("success").inc()
+            _log_commit("offsets committed", done)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """A synchronous commit (revoke, shutdown): returns once the broker answered."""
+        positions = self.tracker.committable()
+        if only is not None:
+            positions = {tp: pos for tp, pos in positions.items() if tp in only}
+        if not positions:
+            return
+        _log_commit("committing offsets", positions)
+        try:
+            await self._source().commit(positions)
+        except CommitError as exc:
+            self.acknowledged({}, dict.fromkeys(positions, str(exc)))
+            return
+        self.acknowledged(dict(positions), {})
+
+    def committed(self) -> dict[TopicPartition, int]:
+        """Positions the broker acknowledged, for assigned partitions."""
+        return self.tracker.committed()
+
+    async def assign(self, tps: list[TopicPartition]) -> None:
+        self.tracker.assign(tps)
+        self.metrics.rebalances.labels("assign").inc()
+        self.metrics.partitions_assigned.set(len(self.tracker.assigned()))
+        # Lag is end offset minus committed offset: learn where the group stands now,
+        # so an idle partition reports its lag before this member commits anything.
+        self._committed_at_assign.update(await self._source().committed(tps))
+
+    def forget(self, tps: list[TopicPartition], kind: str) -> None:
+        """Revoked or lost: later resolutions of their records are ignored."""
+        self.tracker.revoke(tps)
+        for topic, partition in tps:
+            self._committed_at_assign.pop((topic, partition), None)
+            self.metrics.forget_partition(topic, partition)
+        self.metrics.rebalances.labels(kind).inc()
+        self.metrics.partitions_assigned.set(len(self.tracker.assigned()))
+
+    async def refresh_gauges(self) -> None:
+        """Per-partition committed offset, lag and pending records; idle partitions too."""
+        metrics = self.metrics
+        committed = {**self._committed_at_assign, **self.tracker.committed()}
+        for tp, pending in self.tracker.pending_by_partition().items():
+            topic, partition = tp[0], str(tp[1])
+            metrics.pending_records.labels(topic, partition).set(pending)
+            watermarks = await self._source().watermarks(tp)
+            position = committed.get(tp)
+            if position is not None:
+                metrics.committed_offset.labels(topic, partition).set(position)
+            if watermarks is not None:
+                low, high = watermarks
+                # Never committed: the group starts at the earliest offset (the low mark).
+                metrics.consumer_lag.labels(topic, partition).set(
+                    max(0, high - (position if position is not None else low))
+                )
+
+
+def fmt_partitions(tps: list[TopicPartition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "none"
+
+
+def _log_commit(what: str, positions: dict[TopicPartition, int]) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        text = ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(positions.items()))
+        log.debug("%s: %s", what, text)
