@@ -21,7 +21,8 @@ from connector.config import Settings
 from connector.core.records import UUID_HEADER, SourceRecord
 from connector.metrics import Metrics
 from connector.ops.replay import ReplayFilter, replay
-from connector.pipeline.connector import Connector, RefusedByApiError
+from connector.pipeline.connector import Connector
+from connector.pipeline.delivery import RefusedByApiError
 from devtools.demo import produce_samples
 from devtools.samples import encode, sample_events
 from devtools.sandbox import SandboxServer

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
 from connector.core import backpressure
 from connector.core.batch import Batcher, body_overhead
-from connector.core.classify import OVERRIDABLE, Outcome
+from connector.core.classify import OVERRIDABLE
 from connector.core.errors import DataError, Stage
 from connector.core.offsets import Receipt
 from connector.core.records import Batch, EncodedEvent, SourceRecord, TopicPartition
@@ -36,6 +36,7 @@ from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
 from connector.ops.health import Check
 from connector.pipeline.checkpoint import Checkpoint, fmt_partitions
+from connector.pipeline.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ _LIVENESS_MARGIN_S = 60.0
 _MAX_CONSUME_WAIT_S = 0.1
 # When caught up, commit at once, but not more often than this.
 _IDLE_COMMIT_GAP_S = 0.2
-# How often a drain checks whether the API halted (then waiting is pointless).
-_DRAIN_POLL_S = 0.2
 
 
 class InvalidRecordError(DataError):
@@ -66,19 +65,6 @@ class InvalidRecordError(DataError):
         self.stage = stage
         self.kind = kind  # bounded: a metric label
         self.reason = reason
-
-
-class RefusedByApiError(DataError):
-    """The API refused an event and no dead-letter topic is configured."""
-
-    def __init__(self, event: EncodedEvent, outcome: Outcome) -> None:
-        super().__init__(
-            f"the API refused the event at {event.topic}[{event.partition}]@{event.offset} "
-            f"(HTTP {outcome.status}, body code {outcome.code}, {outcome.reason}) and "
-            "dlq.on_invalid is 'fail': the connector stops here; offsets at and after it "
-            "stay uncommitted"
-        )
-        self.stage = Stage.HTTP
 
 
 @dataclass
@@ -199,9 +185,16 @@ class Connector:
                 on_commit=self._checkpoint.acknowledged,
                 **source_kwargs,
             )
-        self._slots = asyncio.Semaphore(settings.http.max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BaseException | None = None
+        self._delivery = Delivery(
+            self._sink,
+            self._dead_letters,
+            self.metrics,
+            self.stats,
+            max_in_flight=settings.http.max_in_flight,
+            drain_timeout_s=settings.shutdown.drain_timeout_s,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
         self._paused: set[TopicPartition] = set()
         self._over_total_cap = False
         kafka = settings.kafka
@@ -228,8 +221,8 @@ class Connector:
         try:
             while not stop.is_set():
                 self._last_turn = self._clock()
-                if self._failure is not None:
-                    raise self._failure
+                if self._delivery.failure is not None:
+                    raise self._delivery.failure
                 await self._apply_backpressure()
                 records = await self._source.consume(kafka.consume_max_messages, self._wait_s())
                 if records:
@@ -330,104 +323,19 @@ class Connector:
         if self._dead_letters is None:
             raise error
         failure = Failure(error.stage, error.kind, error.reason)
-        self._spawn(self._dead_letter(error.record, receipt, failure), "dlq")
+        self._delivery.dead_letter(error.record, receipt, failure)
 
     # -- sending ---------------------------------------------------------------------
 
     def _dispatch(self, batch: Batch) -> None:
-        self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run tracked work: shutdown and revoke wait for it; its failure stops the loop."""
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    async def _dead_letter(self, record: SourceRecord, receipt: Receipt, failure: Failure) -> None:
-        assert self._dead_letters is not None  # only called with a writer configured
-        await self._dead_letters.write(record, failure)
-        receipt.resolve((record.offset,))
-        self.metrics.records_dead_lettered.labels(failure.stage, failure.error_class).inc()
-        self.stats.dead_lettered += 1
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()
-
-    async def _deliver(self, batch: Batch) -> None:
-        async with self._slots:
-            result = await self._sink.send(batch)
-        refused = {id(event) for event, _ in result.refused}
-        now_ms = self._wall_clock() * 1000
-        by_receipt: dict[Receipt, list[int]] = {}
-        latencies: list[float] = []
-        for event in batch.events:
-            if refused and id(event) in refused:
-                continue
-            offsets = by_receipt.get(event.receipt)
-            if offsets is None:
-                by_receipt[event.receipt] = offsets = []
-            offsets.append(event.offset)
-            if event.timestamp_ms is not None:
-                latencies.append((now_ms - event.timestamp_ms) / 1000)
-        self.metrics.end_to_end_latency.observe_many(latencies)
-        for receipt, offsets in by_receipt.items():
-            receipt.resolve(offsets)
-            topic, partition = receipt.tp
-            self.metrics.records_delivered.labels(topic, str(partition)).inc(len(offsets))
-        self.stats.delivered += len(batch.events) - len(refused)
-        self.stats.batches += 1
-        self.stats.attempts += result.attempts
-        log.log(
-            logging.INFO if result.attempts > 1 else logging.DEBUG,
-            "batch delivered" + (f", {len(refused)} events refused" if refused else ""),
-            extra={
-                "batch_id": batch.batch_id,
-                "batch_size": len(batch.events),
-                "attempt": result.attempts,
-                "duration_s": round(result.duration_s, 3),
-            },
-        )
-        # Only now, with everything delivered resolved, deal with what was refused.
-        for event, outcome in result.refused:
-            record = event.record
-            if self._dead_letters is None or record is None:
-                raise RefusedByApiError(event, outcome)
-            why = (
-                "retries exhausted: the retry budget ran out and the event still failed alone"
-                if outcome.reason == "retries_exhausted"
-                else "refused by the API after bisection"
-            )
-            failure = Failure(
-                Stage.HTTP,
-                outcome.reason,
-                f"{why} (HTTP {outcome.status}, body code {outcome.code})",
-                outcome.status,
-                outcome.code,
-                result.attempts,
-                outcome.error_code,
-                outcome.message,
-            )
-            self._spawn(self._dead_letter(record, event.receipt, failure), "dlq")
+        self._delivery.dispatch(batch)
 
     async def _flush_and_drain(self) -> int:
-        """Send the open batch, then wait for in-flight work up to the drain timeout;
-        returns how many batches (or dead-letter writes) were still unfinished."""
+        """Send the open batch, then wait for in-flight work (see Delivery.drain)."""
         batch = self._batcher.flush()
         if batch is not None:
-            self._dispatch(batch)
-        if not self._tasks:
-            return 0
-        # While the API refuses the token (or redirects), nothing in flight can be
-        # delivered: stop waiting at once instead of sitting out the drain timeout.
-        deadline = self._clock() + self._settings.shutdown.drain_timeout_s
-        while self._tasks and not self._sink.halted:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
-            await asyncio.wait(set(self._tasks), timeout=min(remaining, _DRAIN_POLL_S))
-        return len(self._tasks)
+            self._delivery.dispatch(batch)
+        return await self._delivery.drain()
 
     def committed(self) -> dict[TopicPartition, int]:
         """Positions the broker acknowledged, for assigned partitions."""
@@ -513,7 +421,7 @@ class Connector:
         return Check(True, "consume loop running")
 
     def readiness(self) -> Check:
-        if self._failure is not None:
+        if self._delivery.failure is not None:
             return Check(False, "stopping on an error")
         if self._source.brokers_down:
             return Check(False, "Kafka brokers unreachable")
@@ -543,9 +451,7 @@ class Connector:
                 "delivered again after restart",
                 undelivered,
             )
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._delivery.cancel()
         # The broker may be unreachable: neither the final commit nor leaving the group may
         # hold the process past its grace period. What is not committed is delivered again.
         try:
@@ -570,5 +476,5 @@ class Connector:
             stats.delivered,
             stats.batches,
             self.tracker.pending,
-            len(self._tasks),
+            self._delivery.in_flight,
         )

@@ -1,0 +1,181 @@
+"""Delivery: batches sent to the API with at most ``http.max_in_flight`` in flight, the
+delivered events' receipts resolved, the refused ones dead-lettered (or the run stopped),
+and the drain of a revoke or a shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from connector.adapters.dlq import DeadLetterWriter, Failure
+from connector.adapters.http_sink import HttpSink
+from connector.core.classify import Outcome
+from connector.core.errors import DataError, Stage
+from connector.core.offsets import Receipt
+from connector.core.records import Batch, EncodedEvent, SourceRecord
+from connector.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# How often a drain checks whether the API halted (then waiting is pointless).
+_DRAIN_POLL_S = 0.2
+
+
+class RefusedByApiError(DataError):
+    """The API refused an event and no dead-letter topic is configured."""
+
+    def __init__(self, event: EncodedEvent, outcome: Outcome) -> None:
+        super().__init__(
+            f"the API refused the event at {event.topic}[{event.partition}]@{event.offset} "
+            f"(HTTP {outcome.status}, body code {outcome.code}, {outcome.reason}) and "
+            "dlq.on_invalid is 'fail': the connector stops here; offsets at and after it "
+            "stay uncommitted"
+        )
+        self.stage = Stage.HTTP
+
+
+class DeliveryStats(Protocol):
+    delivered: int
+    dead_lettered: int
+    batches: int
+    attempts: int
+
+
+class Delivery:
+    """The one owner of in-flight work. A task that fails stores its error in
+    ``failure``, which stops the loop."""
+
+    def __init__(
+        self,
+        sink: HttpSink,
+        dead_letters: DeadLetterWriter | None,
+        metrics: Metrics,
+        stats: DeliveryStats,
+        *,
+        max_in_flight: int,
+        drain_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self.metrics = metrics
+        self.stats = stats
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._drain_timeout_s = drain_timeout_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def dispatch(self, batch: Batch) -> None:
+        """Send a batch in the background, at most ``max_in_flight`` at once."""
+        self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run tracked work: shutdown and revoke wait for it; its failure stops the loop."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def dead_letter(self, record: SourceRecord, receipt: Receipt, failure: Failure) -> None:
+        """Write a record to the DLQ in the background; its offset resolves once acked."""
+        self._spawn(self._write_dead_letter(record, receipt, failure), "dlq")
+
+    async def _write_dead_letter(
+        self, record: SourceRecord, receipt: Receipt, failure: Failure
+    ) -> None:
+        assert self._dead_letters is not None  # only called with a writer configured
+        await self._dead_letters.write(record, failure)
+        receipt.resolve((record.offset,))
+        self.metrics.records_dead_lettered.labels(failure.stage, failure.error_class).inc()
+        self.stats.dead_lettered += 1
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self.failure is None:
+            self.failure = task.exception()
+
+    async def _deliver(self, batch: Batch) -> None:
+        async with self._slots:
+            result = await self._sink.send(batch)
+        refused = {id(event) for event, _ in result.refused}
+        now_ms = self._wall_clock() * 1000
+        by_receipt: dict[Receipt, list[int]] = {}
+        latencies: list[float] = []
+        for event in batch.events:
+            if refused and id(event) in refused:
+                continue
+            offsets = by_receipt.get(event.receipt)
+            if offsets is None:
+                by_receipt[event.receipt] = offsets = []
+            offsets.append(event.offset)
+            if event.timestamp_ms is not None:
+                latencies.append((now_ms - event.timestamp_ms) / 1000)
+        self.metrics.end_to_end_latency.observe_many(latencies)
+        for receipt, offsets in by_receipt.items():
+            receipt.resolve(offsets)
+            topic, partition = receipt.tp
+            self.metrics.records_delivered.labels(topic, str(partition)).inc(len(offsets))
+        self.stats.delivered += len(batch.events) - len(refused)
+        self.stats.batches += 1
+        self.stats.attempts += result.attempts
+        log.log(
+            logging.INFO if result.attempts > 1 else logging.DEBUG,
+            "batch delivered" + (f", {len(refused)} events refused" if refused else ""),
+            extra={
+                "batch_id": batch.batch_id,
+                "batch_size": len(batch.events),
+                "attempt": result.attempts,
+                "duration_s": round(result.duration_s, 3),
+            },
+        )
+        # Only now, with everything delivered resolved, deal with what was refused.
+        for event, outcome in result.refused:
+            record = event.record
+            if self._dead_letters is None or record is None:
+                raise RefusedByApiError(event, outcome)
+            why = (
+                "retries exhausted: the retry budget ran out and the event still failed alone"
+                if outcome.reason == "retries_exhausted"
+                else "refused by the API after bisection"
+            )
+            failure = Failure(
+                Stage.HTTP,
+                outcome.reason,
+                f"{why} (HTTP {outcome.status}, body code {outcome.code})",
+                outcome.status,
+                outcome.code,
+                result.attempts,
+                outcome.error_code,
+                outcome.message,
+            )
+            self.dead_letter(record, event.receipt, failure)
+
+    async def drain(self) -> int:
+        """Wait for in-flight work up to the drain timeout; returns how many batches (or
+        dead-letter writes) were still unfinished."""
+        if not self._tasks:
+            return 0
+        # While the API refuses the token (or redirects), nothing in flight can be
+        # delivered: stop waiting at once instead of sitting out the drain timeout.
+        deadline = self._clock() + self._drain_timeout_s
+        while self._tasks and not self._sink.halted:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=min(remaining, _DRAIN_POLL_S))
+        return len(self._tasks)
+
+    async def cancel(self) -> None:
+        """Give up on what is still in flight: it stays uncommitted, delivered again later."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
