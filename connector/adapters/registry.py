@@ -52,6 +52,7 @@ from connector.config import (
     SchemaRegistrySettings,
 )
 from connector.core.backoff import Backoff
+from connector.core.backpressure import PartitionHolds
 from connector.core.classify import origin
 from connector.core.errors import InfrastructureError
 from connector.core.records import SourceRecord, TopicPartition
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 _BACKOFF = Backoff(0.2, 10.0)
+REGISTRY_HOLD = "registry"  # the reason the gate holds partitions under
 # A schema is text of a few KiB; a very large one still fits. Longer answers are not read.
 MAX_SCHEMA_ANSWER_BYTES = 8 << 20
 
@@ -254,7 +256,7 @@ class SchemaGatedSource(KafkaSource):
         on_revoke: RebalanceCallback,
         on_lost: RebalanceCallback,
         on_commit: CommitCallback = lambda _done, _failed: None,
-        app_paused: Callable[[], set[TopicPartition]] = set,
+        holds: PartitionHolds,
         consumer_factory: ConsumerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -280,11 +282,10 @@ class SchemaGatedSource(KafkaSource):
         )
         self._decoder = decoder
         self._session = session
-        self._app_paused = app_paused  # partitions the app paused itself (backpressure)
+        self._holds = holds  # the pipeline pauses; this gate asks it to
         self._clock = clock
         self._rng = rng or random.Random()
         self._held: list[SourceRecord] = []
-        self._gated: set[TopicPartition] = set()  # partitions this gate paused
         self._failures = 0
         self._retry_at = 0.0
         self.registry_down = False
@@ -292,7 +293,6 @@ class SchemaGatedSource(KafkaSource):
     def _drop(self, tps: list[TopicPartition]) -> None:
         gone = set(tps)
         self._held = [r for r in self._held if (r.topic, r.partition) not in gone]
-        self._gated -= gone
 
     async def consume(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:
         if self._held:
@@ -334,14 +334,8 @@ class SchemaGatedSource(KafkaSource):
         return True
 
     async def _gate(self, records: list[SourceRecord]) -> None:
-        # Always pause: the app may have resumed one of them (its backpressure ended).
-        tps = {(r.topic, r.partition) for r in records}
-        await self.pause(tps)
-        self._gated |= tps
+        await self._holds.hold(REGISTRY_HOLD, {(r.topic, r.partition) for r in records})
 
     async def _ungate(self) -> None:
-        # Leave paused what the app paused for its own reasons; it resumes those itself.
-        tps = self._gated - self._app_paused()
-        self._gated = set()
-        if tps:
-            await self.resume(tps)
+        # Only the gate's own hold ends: a partition backpressure holds stays paused.
+        await self._holds.release(REGISTRY_HOLD)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from connector.core.records import TopicPartition
 
@@ -53,3 +54,12 @@ def decide(
         if count >= cap or (tp in paused and count > resume_at)
     )
     return Decision(wanted, over_total_cap)
+
+
+class PartitionHolds(Protocol):
+    """How a stage asks for partitions to wait (the pipeline's pausing room answers):
+    each reason holds its own set; a partition is paused while any reason holds it."""
+
+    async def hold(self, reason: str, tps: Iterable[TopicPartition]) -> None: ...
+
+    async def release(self, reason: str) -> None: ...

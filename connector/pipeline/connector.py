@@ -37,8 +37,11 @@ from connector.metrics import Metrics
 from connector.ops.health import Check
 from connector.pipeline.checkpoint import Checkpoint, fmt_partitions
 from connector.pipeline.delivery import Delivery
+from connector.pipeline.pausing import Pausing
 
 log = logging.getLogger(__name__)
+
+_BACKPRESSURE = "backpressure"  # the pausing reason of pending caps and the halt
 
 _PROGRESS_INTERVAL_S = 10.0
 _GAUGE_INTERVAL_S = 2.0
@@ -119,6 +122,7 @@ class Connector:
         self.metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
         self.stats = RunStats(started_at=clock())
         self._checkpoint = Checkpoint(self.metrics, self.stats, clock)
+        self._pausing = Pausing()  # the only caller of pause/resume
         self.tracker = self._checkpoint.tracker
         public_params = json.dumps(
             settings.http.public_params, separators=(",", ":"), ensure_ascii=False
@@ -169,7 +173,7 @@ class Connector:
                 settings.kafka,
                 decoder=decoder,
                 session=session,
-                app_paused=lambda: self._paused,
+                holds=self._pausing,
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
@@ -195,7 +199,6 @@ class Connector:
             clock=clock,
             wall_clock=wall_clock,
         )
-        self._paused: set[TopicPartition] = set()
         self._over_total_cap = False
         kafka = settings.kafka
         self._caps = backpressure.PendingCaps(
@@ -207,6 +210,7 @@ class Connector:
         # for those threads on exit.
         self.left_cleanly = True
         self._checkpoint.attach(self._source)
+        self._pausing.attach(self._source)
 
     # -- the main loop -------------------------------------------------------------
 
@@ -357,26 +361,22 @@ class Connector:
             pending_total=pending,
             pending_by_partition=self.tracker.pending_by_partition(),
             assigned=self.tracker.assigned(),
-            paused=self._paused,
+            paused=self._pausing.held(_BACKPRESSURE),
             over_total_cap=self._over_total_cap,
             halted=halted,
         )
         self._over_total_cap = decision.over_total_cap
-        wanted = set(decision.wanted)
-        to_pause, to_resume = wanted - self._paused, self._paused - wanted
-        if to_pause:
-            if not self._paused:
+        before = self._pausing.held(_BACKPRESSURE)
+        if decision.wanted != before:
+            if decision.wanted and not before:
                 self.stats.pauses += 1
                 why = "the API refuses the token" if halted else f"{pending} events pending"
-                log.info("pausing consumption of %d partitions: %s", len(to_pause), why)
-            await self._source.pause(to_pause)
-            self._paused |= to_pause
-        if to_resume:
-            await self._source.resume(to_resume)
-            self._paused -= to_resume
-            if not self._paused:
+                log.info("pausing consumption of %d partitions: %s", len(decision.wanted), why)
+            elif before and not decision.wanted:
                 log.info("resuming consumption: %d events pending", pending)
-        self.metrics.paused.labels("backpressure").set(1 if self._paused and not halted else 0)
+            await self._pausing.want(_BACKPRESSURE, decision.wanted)
+        held = bool(self._pausing.held(_BACKPRESSURE))
+        self.metrics.paused.labels("backpressure").set(1 if held and not halted else 0)
         self.metrics.paused.labels("auth").set(1 if halted else 0)
         self.metrics.paused.labels("throttle").set(1 if self._sink.gate.throttled() else 0)
 
@@ -407,7 +407,7 @@ class Connector:
 
     def _forget(self, tps: list[TopicPartition], kind: str) -> None:
         self._checkpoint.forget(tps, kind)
-        self._paused -= set(tps)
+        self._pausing.forget(tps)
 
     # -- health --------------------------------------------------------------------
 
