@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from connector.adapters.kafka_source import CommitError
-from connector.core.offsets import OffsetTracker
-from connector.core.records import TopicPartition
+from connector.core.offsets import OffsetTracker, Receipt
+from connector.core.records import SourceRecord, TopicPartition
 from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,23 @@ class Checkpoint:
             self.acknowledged({}, dict.fromkeys(positions, str(exc)))
             return
         self.acknowledged(dict(positions), {})
+
+    def track(self, records: list[SourceRecord]) -> dict[TopicPartition, Receipt]:
+        """Hand the records' offsets to the tracker and count them, per partition;
+        returns each partition's receipt. Called before any record is decoded, so a record
+        that stops the connector leaves itself and those after it pending (uncommitted)."""
+        runs: dict[TopicPartition, list[int]] = {}
+        for record in records:
+            tp = (record.topic, record.partition)
+            offsets = runs.get(tp)
+            if offsets is None:
+                runs[tp] = offsets = []
+            offsets.append(record.offset)
+        receipts = {}
+        for tp, offsets in runs.items():
+            receipts[tp] = self.tracker.track_run(tp, offsets)
+            self.metrics.records_consumed.labels(tp[0], str(tp[1])).inc(len(offsets))
+        return receipts
 
     def committed(self) -> dict[TopicPartition, int]:
         """Positions the broker acknowledged, for assigned partitions."""

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from connector.adapters.avro import AvroDecoder, DecodeError
+from connector.adapters.avro import AvroDecoder
 from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
@@ -28,15 +28,14 @@ from connector.config import Settings
 from connector.core import backpressure
 from connector.core.batch import Batcher, body_overhead
 from connector.core.classify import OVERRIDABLE
-from connector.core.errors import DataError, Stage
 from connector.core.offsets import Receipt
-from connector.core.records import Batch, EncodedEvent, SourceRecord, TopicPartition
+from connector.core.records import Batch, SourceRecord, TopicPartition
 from connector.mapping import mapper_for
-from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
 from connector.ops.health import Check
 from connector.pipeline.checkpoint import Checkpoint, fmt_partitions
 from connector.pipeline.delivery import Delivery
+from connector.pipeline.ingest import InvalidRecordError, ingest
 from connector.pipeline.pausing import Pausing
 
 log = logging.getLogger(__name__)
@@ -54,20 +53,6 @@ _LIVENESS_MARGIN_S = 60.0
 _MAX_CONSUME_WAIT_S = 0.1
 # When caught up, commit at once, but not more often than this.
 _IDLE_COMMIT_GAP_S = 0.2
-
-
-class InvalidRecordError(DataError):
-    """A record cannot be turned into an API event. Nothing at or after it is committed."""
-
-    def __init__(self, record: SourceRecord, stage: Stage, kind: str, reason: str) -> None:
-        super().__init__(
-            f"{stage} failed for {record.topic}[{record.partition}]@{record.offset}: {reason}. "
-            "The connector stops here; offsets at and after this record stay uncommitted."
-        )
-        self.record = record
-        self.stage = stage
-        self.kind = kind  # bounded: a metric label
-        self.reason = reason
 
 
 @dataclass
@@ -270,56 +255,16 @@ class Connector:
         return min(_MAX_CONSUME_WAIT_S, max(0.0, deadline - self._clock()))
 
     def _ingest(self, records: list[SourceRecord]) -> None:
-        """Decode, map and batch one consume call's records.
-
-        The hot path: per record only decode, mapping and what cannot be shared; the
-        tracker and the consumed counter are told once per partition.
-        """
-        receipts = self._track(records)
-        encode, add = self._mapper.encode, self._batcher.add
-        decoded_all = self._decoder.decode_many([record.value for record in records])
-        for record, decoded in zip(records, decoded_all, strict=True):
-            receipt = receipts[record.topic, record.partition]
-            if isinstance(decoded, DecodeError):
-                error = InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded))
-                self._invalid(error, receipt)
-                continue
-            try:
-                # The fallback uuid is made only for a record that has no uuid of its own.
-                body = encode(decoded, record.fallback_uuid, record.timestamp_ms)
-            except TransformError as exc:
-                error = InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc))
-                self._invalid(error, receipt)
-                continue
-            event = EncodedEvent(
-                record.topic,
-                record.partition,
-                record.offset,
-                receipt,
-                body,
-                record.timestamp_ms,
-                record,
-            )
-            for batch in add(event):
-                self._dispatch(batch)
-
-    def _track(self, records: list[SourceRecord]) -> dict[TopicPartition, Receipt]:
-        """Hand the records' offsets to the tracker and count them, per partition;
-        returns each partition's receipt. Before any record is decoded, so a record that
-        stops the connector leaves itself and those after it pending (uncommitted)."""
-        runs: dict[TopicPartition, list[int]] = {}
-        for record in records:
-            tp = (record.topic, record.partition)
-            offsets = runs.get(tp)
-            if offsets is None:
-                runs[tp] = offsets = []
-            offsets.append(record.offset)
-        receipts = {}
-        for tp, offsets in runs.items():
-            receipts[tp] = self.tracker.track_run(tp, offsets)
-            self.metrics.records_consumed.labels(tp[0], str(tp[1])).inc(len(offsets))
+        """Track, decode, map and batch one consume call's records, in their order."""
+        receipts = self._checkpoint.track(records)
         self.stats.consumed += len(records)
-        return receipts
+        add = self._batcher.add
+        for item in ingest(records, receipts, self._decoder.decode_many, self._mapper.encode):
+            if isinstance(item, InvalidRecordError):
+                self._invalid(item, receipts[item.record.topic, item.record.partition])
+                continue
+            for batch in add(item):
+                self._dispatch(batch)
 
     def _invalid(self, error: InvalidRecordError, receipt: Receipt) -> None:
         """A record that cannot become an event: dead-letter it, or stop (on_invalid)."""

@@ -1,0 +1,68 @@
+"""Ingest: one consume chunk → API events and invalid records, in the chunk's order. Pure.
+
+The hot path: per record only decoding, the mapping and what cannot be shared. The
+caller tracked the chunk's offsets first (one receipt per partition), so an invalid
+record that stops the connector leaves itself and what follows it uncommitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from connector.adapters.avro import DecodeError
+from connector.core.errors import DataError, Stage
+from connector.core.offsets import Receipt
+from connector.core.records import EncodedEvent, SourceRecord, TopicPartition
+from connector.mapping.transform import TransformError
+
+DecodeMany = Callable[[list[bytes | None]], Sequence[dict[str, Any] | DecodeError]]
+Encode = Callable[[dict[str, Any], Callable[[], str], int | None], bytes]
+
+
+class InvalidRecordError(DataError):
+    """A record cannot be turned into an API event. Nothing at or after it is committed."""
+
+    def __init__(self, record: SourceRecord, stage: Stage, kind: str, reason: str) -> None:
+        super().__init__(
+            f"{stage} failed for {record.topic}[{record.partition}]@{record.offset}: {reason}. "
+            "The connector stops here; offsets at and after this record stay uncommitted."
+        )
+        self.record = record
+        self.stage = stage
+        self.kind = kind  # bounded: a metric label
+        self.reason = reason
+
+
+def ingest(
+    records: Sequence[SourceRecord],
+    receipts: Mapping[TopicPartition, Receipt],
+    decode_many: DecodeMany,
+    encode: Encode,
+) -> list[EncodedEvent | InvalidRecordError]:
+    """Each record as its encoded event, or as the reason it cannot be one."""
+    out: list[EncodedEvent | InvalidRecordError] = []
+    append = out.append
+    decoded_all = decode_many([record.value for record in records])
+    for record, decoded in zip(records, decoded_all, strict=True):
+        if isinstance(decoded, DecodeError):
+            append(InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded)))
+            continue
+        try:
+            # The fallback uuid is made only for a record that has no uuid of its own.
+            body = encode(decoded, record.fallback_uuid, record.timestamp_ms)
+        except TransformError as exc:
+            append(InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc)))
+            continue
+        append(
+            EncodedEvent(
+                record.topic,
+                record.partition,
+                record.offset,
+                receipts[record.topic, record.partition],
+                body,
+                record.timestamp_ms,
+                record,
+            )
+        )
+    return out

@@ -1,0 +1,53 @@
+"""Ingest: a consume chunk becomes events and invalid records, in order, without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from connector.adapters.avro import DecodeError
+from connector.core.errors import Stage
+from connector.core.offsets import OffsetTracker
+from connector.core.records import EncodedEvent, SourceRecord
+from connector.mapping.transform import TransformError
+from connector.pipeline.ingest import InvalidRecordError, ingest
+
+
+def decode_many(values: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
+    return [DecodeError("not Avro") if v == b"junk" else {"v": v} for v in values]
+
+
+def encode(record: dict[str, Any], fallback: Callable[[], str], timestamp_ms: int | None) -> bytes:
+    if record["v"] == b"unmappable":
+        raise TransformError("identities: at least one")
+    return b'{"uuid":"' + fallback().encode() + b'"}'
+
+
+def test_a_chunk_keeps_its_order_and_names_why_a_record_is_invalid() -> None:
+    values = [b"a", b"junk", b"b", b"unmappable", b"c"]
+    records = [SourceRecord("t", 0, 10 + i, None, v, 1000 + i) for i, v in enumerate(values)]
+    tracker = OffsetTracker()
+    receipts = {("t", 0): tracker.track_run(("t", 0), [r.offset for r in records])}
+    out = ingest(records, receipts, decode_many, encode)
+    kinds = [type(item).__name__ for item in out]
+    assert kinds == [
+        "EncodedEvent",
+        "InvalidRecordError",
+        "EncodedEvent",
+        "InvalidRecordError",
+        "EncodedEvent",
+    ]
+    first, bad_bytes, _, bad_map, _ = out
+    assert isinstance(first, EncodedEvent)
+    assert first.body == b'{"uuid":"t-0-10"}'  # the position-derived uuid
+    assert first.receipt is receipts["t", 0]
+    assert isinstance(bad_bytes, InvalidRecordError)
+    assert (bad_bytes.stage, bad_bytes.kind, bad_bytes.record.offset) == (
+        Stage.DECODE,
+        "undecodable",
+        11,
+    )
+    assert isinstance(bad_map, InvalidRecordError)
+    assert (bad_map.stage, bad_map.kind) == (Stage.TRANSFORM, "unmappable")
+    assert "identities" in bad_map.reason
+    assert tracker.pending == 5  # ingest resolves nothing: delivery does
