@@ -296,7 +296,7 @@ def test_drill_8b_sigterm_while_the_broker_is_down(
     The periodic commit is asynchronous, so the run loop sees SIGTERM during the outage;
     the final commit and leaving the group get a bounded time, then the process exits.
     """
-    # grace_s: the leave budget (_LEAVE_TIMEOUT_S, connector/pipeline/connector.py) + slack
+    # grace_s: the leave budget (LEAVE_TIMEOUT_S, connector/pipeline/lifecycle.py) + slack
     events, drain_s, grace_s = 10_000, 5.0, 10.0 + 2.0
     broker = outage_broker
     with Drill("broker-sigterm", tmp_path, broker.bootstrap_servers) as d:

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    ok: bool
-    reason: str
+from connector.core.checks import Check
 
 
 class HealthSource(Protocol):

@@ -41,7 +41,8 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from connector.ops.health import Check, HealthServer
+from connector.core.checks import Check
+from connector.ops.health import HealthServer
 from connector.ops.runtime import terminate_with_parent
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ sends. A partition's commit moves only over records whose batch was delivered.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -20,32 +19,27 @@ from prometheus_client import CollectorRegistry
 
 from connector.adapters.avro import AvroDecoder
 from connector.adapters.dlq import DeadLetterWriter, Failure
-from connector.adapters.http_setup import HttpEnv, resolve
-from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
+from connector.adapters.http_setup import HttpEnv
 from connector.adapters.kafka_source import ConsumerFactory, KafkaSource
 from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
 from connector.core import backpressure
-from connector.core.batch import Batcher, body_overhead
-from connector.core.classify import OVERRIDABLE
+from connector.core.checks import Check
 from connector.core.offsets import Receipt
 from connector.core.records import Batch, SourceRecord, TopicPartition
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
-from connector.ops.health import Check
+from connector.pipeline import lifecycle, wiring
 from connector.pipeline.checkpoint import Checkpoint, fmt_partitions
 from connector.pipeline.delivery import Delivery
 from connector.pipeline.ingest import InvalidRecordError, ingest
-from connector.pipeline.pausing import Pausing
+from connector.pipeline.pausing import BACKPRESSURE, Backpressure, Pausing
 
 log = logging.getLogger(__name__)
 
-_BACKPRESSURE = "backpressure"  # the pausing reason of pending caps and the halt
 
 _PROGRESS_INTERVAL_S = 10.0
 _GAUGE_INTERVAL_S = 2.0
-# Shutdown: after the drain, the final commit and leaving the group get this long together.
-_LEAVE_TIMEOUT_S = 10.0
 # The consume loop may legitimately stand still while a revoke drains in-flight batches
 # (up to shutdown.drain_timeout_s); liveness allows that much and this margin on top.
 _LIVENESS_MARGIN_S = 60.0
@@ -109,44 +103,8 @@ class Connector:
         self._checkpoint = Checkpoint(self.metrics, self.stats, clock)
         self._pausing = Pausing()  # the only caller of pause/resume
         self.tracker = self._checkpoint.tracker
-        public_params = json.dumps(
-            settings.http.public_params, separators=(",", ":"), ensure_ascii=False
-        ).encode()
-        self._batcher = Batcher(
-            max_events=settings.batch.max_events,
-            max_bytes=settings.batch.max_bytes,
-            linger_s=settings.batch.linger_ms / 1000,
-            overhead_bytes=body_overhead(public_params),
-            clock=clock,
-        )
-        http = settings.http
-        net = http_env if http_env is not None else resolve(http)
-        self._sink = HttpSink(
-            session,
-            url=Endpoint(
-                http.url,
-                proxy=net.proxy,
-                tls=net.tls,
-                headers=net.headers,
-                gzip=http.compression == "gzip",
-            ),
-            token=token,
-            public_params_json=public_params,
-            timeout_s=settings.http.timeout_s,
-            initial_backoff_s=settings.http.retry.initial_backoff_ms / 1000,
-            max_backoff_s=settings.http.retry.max_backoff_ms / 1000,
-            halt_probe_max_s=settings.http.retry.halt_probe_max_ms / 1000,
-            max_retry_after_s=settings.http.retry.max_retry_after_s,
-            overrides={
-                status: OVERRIDABLE[policy] for status, policy in http.status_overrides.items()
-            },
-            body_overrides={
-                code: OVERRIDABLE[policy] for code, policy in http.body_code_overrides.items()
-            },
-            budget=RetryBudget(http.retry.max_attempts, http.retry.give_up_after_s),
-            rng=rng,
-            metrics=self.metrics,
-        )
+        self._batcher = wiring.batcher(settings, clock)
+        self._sink = wiring.sink(settings, session, token, http_env, rng, self.metrics)
         source_kwargs: dict[str, Any] = {}
         if consumer_factory is not None:
             source_kwargs["consumer_factory"] = consumer_factory
@@ -184,11 +142,9 @@ class Connector:
             clock=clock,
             wall_clock=wall_clock,
         )
-        self._over_total_cap = False
         kafka = settings.kafka
-        self._caps = backpressure.PendingCaps(
-            kafka.max_pending_events, kafka.max_pending_per_partition
-        )
+        caps = backpressure.PendingCaps(kafka.max_pending_events, kafka.max_pending_per_partition)
+        self._backpressure = Backpressure(self._pausing, caps)
         self._last_turn: float | None = None
         # False when shutdown gave up on committing or leaving the group (brokers down): a
         # consumer call may still be stuck in a client thread, so the process must not wait
@@ -293,34 +249,11 @@ class Connector:
     # -- backpressure and rebalances -----------------------------------------------
 
     async def _apply_backpressure(self) -> None:
-        """Pause what must wait, resume what may go on; keep polling either way.
-
-        A partition waits while its own pending records are at their cap, every partition
-        waits while the total is at its cap or while the API refuses the token; each
-        resumes once its pending count drained to half the cap (no flapping).
-        """
-        pending = self.tracker.pending
-        halted = self._sink.halted
-        decision = backpressure.decide(
-            self._caps,
-            pending_total=pending,
-            pending_by_partition=self.tracker.pending_by_partition(),
-            assigned=self.tracker.assigned(),
-            paused=self._pausing.held(_BACKPRESSURE),
-            over_total_cap=self._over_total_cap,
-            halted=halted,
-        )
-        self._over_total_cap = decision.over_total_cap
-        before = self._pausing.held(_BACKPRESSURE)
-        if decision.wanted != before:
-            if decision.wanted and not before:
-                self.stats.pauses += 1
-                why = "the API refuses the token" if halted else f"{pending} events pending"
-                log.info("pausing consumption of %d partitions: %s", len(decision.wanted), why)
-            elif before and not decision.wanted:
-                log.info("resuming consumption: %d events pending", pending)
-            await self._pausing.want(_BACKPRESSURE, decision.wanted)
-        held = bool(self._pausing.held(_BACKPRESSURE))
+        """Pause what must wait, resume what may go on; keep polling either way."""
+        tracker, halted = self.tracker, self._sink.halted
+        if await self._backpressure.apply(tracker, halted=halted):
+            self.stats.pauses += 1
+        held = bool(self._pausing.held(BACKPRESSURE))
         self.metrics.paused.labels("backpressure").set(1 if held and not halted else 0)
         self.metrics.paused.labels("auth").set(1 if halted else 0)
         self.metrics.paused.labels("throttle").set(1 if self._sink.gate.throttled() else 0)
@@ -366,51 +299,23 @@ class Connector:
         return Check(True, "consume loop running")
 
     def readiness(self) -> Check:
-        if self._delivery.failure is not None:
-            return Check(False, "stopping on an error")
-        if self._source.brokers_down:
-            return Check(False, "Kafka brokers unreachable")
-        if isinstance(self._source, SchemaGatedSource) and self._source.registry_down:
-            return Check(False, "the schema registry is unreachable")
-        if self._dead_letters is not None and self._dead_letters.failing:
-            return Check(False, "the dead-letter topic cannot be written")
-        cause = self._sink.halt_cause
-        if self._sink.halted and cause is not None:
-            if cause.location is not None:
-                return Check(False, f"the endpoint redirects (HTTP {cause.status} to "
-                                    f"{cause.location}); redirects are not followed")  # fmt: skip
-            got = f"HTTP {cause.status}" + (f", body code {cause.code}" if cause.code else "")
-            return Check(False, f"the API refuses the token or the URL (401/403/404: {got})")
-        assigned = len(self.tracker.assigned())
-        if assigned:
-            return Check(True, f"{assigned} partitions assigned")
-        return Check(True, "waiting for a partition assignment")
+        registry_down = isinstance(self._source, SchemaGatedSource) and self._source.registry_down
+        return lifecycle.readiness(
+            failed=self._delivery.failure is not None,
+            brokers_down=self._source.brokers_down,
+            registry_down=registry_down,
+            dlq_failing=self._dead_letters is not None and self._dead_letters.failing,
+            halt_cause=self._sink.halt_cause if self._sink.halted else None,
+            assigned=len(self.tracker.assigned()),
+        )
 
     # -- shutdown ------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
         undelivered = await self._flush_and_drain()
-        if undelivered:
-            log.warning(
-                "drain timeout: %d batches undelivered; they stay uncommitted and are "
-                "delivered again after restart",
-                undelivered,
-            )
-            await self._delivery.cancel()
-        # The broker may be unreachable: neither the final commit nor leaving the group may
-        # hold the process past its grace period. What is not committed is delivered again.
-        try:
-            async with asyncio.timeout(_LEAVE_TIMEOUT_S):
-                await self._checkpoint.commit()
-                await self._source.close()
-        except TimeoutError:
-            self.left_cleanly = False
-            log.error(
-                "could not commit and leave the group within %.0f s (brokers unreachable?); "
-                "stopping anyway: uncommitted records will be delivered again by the next "
-                "owner",
-                _LEAVE_TIMEOUT_S,
-            )
+        self.left_cleanly = await lifecycle.finish(
+            undelivered, self._delivery, self._checkpoint, self._source
+        )
         self._log_progress()
 
     def _log_progress(self) -> None:

@@ -7,10 +7,17 @@ holds it and resumed when none does. One owner, so no stage resumes what another
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from connector.core import backpressure
+from connector.core.offsets import OffsetTracker
 from connector.core.records import TopicPartition
+
+log = logging.getLogger(__name__)
+
+BACKPRESSURE = "backpressure"  # the reason of the pending caps and of the API's halt
 
 
 class Pauser(Protocol):
@@ -67,3 +74,38 @@ class Pausing:
         if to_resume:
             await self._consumer.resume(to_resume)
             self._paused -= to_resume
+
+
+class Backpressure:
+    """Asks the pausing room to hold what the pending caps (or the API's halt) say must
+    wait; see :func:`connector.core.backpressure.decide`."""
+
+    def __init__(self, pausing: Pausing, caps: backpressure.PendingCaps) -> None:
+        self._pausing = pausing
+        self._caps = caps
+        self._over_total_cap = False
+
+    async def apply(self, tracker: OffsetTracker, *, halted: bool) -> bool:
+        """Hold or release partitions; True when consumption just started to wait."""
+        pending = tracker.pending
+        before = self._pausing.held(BACKPRESSURE)
+        decision = backpressure.decide(
+            self._caps,
+            pending_total=pending,
+            pending_by_partition=tracker.pending_by_partition(),
+            assigned=tracker.assigned(),
+            paused=before,
+            over_total_cap=self._over_total_cap,
+            halted=halted,
+        )
+        self._over_total_cap = decision.over_total_cap
+        if decision.wanted == before:
+            return False
+        started = bool(decision.wanted) and not before
+        if started:
+            why = "the API refuses the token" if halted else f"{pending} events pending"
+            log.info("pausing consumption of %d partitions: %s", len(decision.wanted), why)
+        elif before and not decision.wanted:
+            log.info("resuming consumption: %d events pending", pending)
+        await self._pausing.want(BACKPRESSURE, decision.wanted)
+        return started

@@ -1,0 +1,11 @@
+"""A health check's answer: what /healthz and /readyz serve."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    reason: str
