@@ -10,6 +10,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import SchemaParseException
 
+from connector.adapters.avro_compiled import compile_reader
 from connector.config import ConfigError
 from connector.core.errors import DataError, Stage
 from connector.mapping.schema import RAW_LOGICAL_TYPE_KEY
@@ -67,8 +68,15 @@ def load_schema(path: Path) -> dict[str, Any]:
 class AvroDecoder:
     """Decodes schemaless Avro with one parsed schema, reused for every record."""
 
-    def __init__(self, parsed_schema: dict[str, Any]) -> None:
+    def __init__(self, parsed_schema: dict[str, Any], *, compiled: bool = True) -> None:
         self._schema = parsed_schema
+        # None when the schema has a construct the compiler does not cover (recursion).
+        self._read = compile_reader(parsed_schema) if compiled else None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether ``decode_many`` runs the reader compiled from the schema."""
+        return self._read is not None
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -97,30 +105,25 @@ class AvroDecoder:
     def decode_many(self, values: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
         """``decode`` for each value, with the error in place of a record it refuses.
 
-        Reads the values one after another from one joined buffer: fastavro is about a
-        quarter faster that way than with a buffer per value. A record that does not end
-        exactly where its value ends (corrupt, trailing bytes) is decoded again on its own,
-        so the verdict and the error are exactly what ``decode`` gives.
+        The hot path: values go through the reader compiled from the schema. A value it
+        does not vouch for (corrupt, trailing bytes, anything unusual) is decoded again
+        by ``decode``, with fastavro, so the verdict and the error are exactly fastavro's.
         """
-        buffer = io.BytesIO(b"".join(value for value in values if value))
-        read, tell, seek = fastavro.schemaless_reader, buffer.tell, buffer.seek
-        schema = self._schema
+        read = self._read
+        if read is None:
+            return [self._verdict(value) for value in values]
         out: list[dict[str, Any] | DecodeError] = []
-        end = 0
+        append = out.append
         for value in values:
-            if not value:
-                out.append(self._verdict(value))
-                continue
-            end += len(value)
-            try:
-                record = read(buffer, schema, None)
-            except Exception:  # fastavro raises many types on corrupt input
-                record = None
-            if type(record) is not dict or tell() != end:
-                out.append(self._verdict(value))
-                seek(end)
-                continue
-            out.append(record)
+            if value:
+                try:
+                    record, end = read(value, 0)
+                except Exception:  # refused or corrupt: fastavro decides below
+                    end = -1
+                if end == len(value):
+                    append(record)
+                    continue
+            append(self._verdict(value))
         return out
 
     def _verdict(self, value: bytes | None) -> dict[str, Any] | DecodeError:

@@ -163,7 +163,8 @@ class ConfluentDecoder(AvroDecoder):
     never touches the network: ``prefetch`` (async) must have seen each id first."""
 
     def __init__(self, reader_schema: dict[str, Any], client: RegistryClient) -> None:
-        super().__init__(reader_schema)
+        # Records are read writer → reader schema, by fastavro: nothing to compile.
+        super().__init__(reader_schema, compiled=False)
         self._client = client
         # id → parsed writer schema, or the reason the id can only be dead-lettered.
         self._writers: dict[int, dict[str, Any] | str] = {}
