@@ -29,7 +29,9 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
 import drills  # noqa: E402  (tests/drills.py)
+import measure  # noqa: E402  (benchmarks/measure.py: /proc CPU)
 import run  # noqa: E402  (benchmarks/run.py: sets up sys.path for drills and connector)
+import workloads  # noqa: E402  (benchmarks/workloads.py)
 
 from devtools.kafka import external_or_local  # noqa: E402
 
@@ -94,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sandbox.set_faults(latency_ms=args.latency_ms)
             topic = f"profile-{uuid.uuid4().hex[:8]}"
-            kafka.create_topic(topic, run.PARTITIONS)
+            kafka.create_topic(topic, workloads.PARTITIONS)
             produced = drills.produce_events(bootstrap, topic, args.events, seed=1)
             group = f"profile-{uuid.uuid4().hex[:8]}"
             config = run.connector_run_config(bootstrap, group, topic, sandbox.url, args.workers)
             config_path = drills.write_config(work / "connector.yaml", config)
-            sandbox_cpu_before = run.cpu_seconds(sandbox.pid)
+            sandbox_cpu_before = measure.cpu_seconds(sandbox.pid)
             process = drills.ConnectorProcess(config_path, work / "connector.log")
             raw = args.raw or work / "profile.txt"
             # py-spy cannot attach before the interpreter is up: wait for the metrics port.
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 stderr=subprocess.PIPE,
             )
             try:
-                run.wait_committed(
+                workloads.wait_committed(
                     admin,
                     bootstrap,
                     group,
@@ -122,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                     timeout_s=900,
                 )
                 wall_s = time.monotonic() - process.started_at
-                cpu_s = run.process_tree_cpu_seconds(process.pid)
+                cpu_s = measure.process_tree_cpu_seconds(process.pid)
             finally:
                 spy.send_signal(signal.SIGINT)
                 _, spy_err = spy.communicate(timeout=60)
                 process.terminate()
                 process.close()
-            sandbox_cpu = run.cpu_seconds(sandbox.pid) - sandbox_cpu_before
+            sandbox_cpu = measure.cpu_seconds(sandbox.pid) - sandbox_cpu_before
         finally:
             sandbox.stop()
         print(

@@ -6,20 +6,24 @@ so the same contents) to a fresh 6-partition topic, then runs, each with a fresh
 group and until the broker reports the group's committed offsets at the end offsets:
 
 (a) the connector, ``python -m connector run``, default config but for bootstrap, group,
-    topic, url and ``metrics.port: 0``;
-(b) ``benchmarks/baseline_sink.py``, the naive synchronous sink.
+    topic, url and ``metrics.port: 0`` (and ``workers: N`` for ``--workers N``);
+(b) ``benchmarks/baseline_sink.py``, the naive synchronous sink;
+(c) with ``--compare-rev REV``, the connector of that git revision ("before"), extracted
+    once with ``git archive`` and run with the same config as (a) with one worker.
 
-The order of (a) and (b) alternates between repeats: in a backlog run a record's
-end-to-end latency includes how long it waited on the topic, so whichever runs second would
-otherwise always look slower. Figures per run: events/s (process start → all committed),
-p50/p99 end-to-end latency (connector: estimated from its histogram buckets, linear
-inside a bucket; baseline: exact, from every record), peak RSS (VmHWM), CPU seconds
-(utime + stime from ``/proc/<pid>/stat``, all threads, read just before stopping) per
-100k events. Prints medians and the connector/baseline ratios, and writes everything to
-``benchmarks/results/<UTC date>.json``.
+The order alternates between repeats: in a backlog run a record's end-to-end latency
+includes how long it waited on the topic, so whichever runs second would otherwise always
+look slower. Figures per run: events/s (process start → all committed), p50/p99
+end-to-end latency (connector: estimated from its histogram buckets, linear inside a
+bucket; baseline: exact, from every record), peak RSS (VmHWM), CPU seconds (utime + stime
+from ``/proc/<pid>/stat``, all threads and processes, read just before stopping) per 100k
+events, and the steady-state CPU per event (between the first and the last accepted
+request, see ``measure.steady_cpu_us_per_event``). Prints medians and the ratios, and
+writes everything to ``benchmarks/results/<UTC date>.json``.
 
     .venv/bin/python benchmarks/run.py --events 200000 --latency-ms 50 --repeats 3
     .venv/bin/python benchmarks/run.py --quick        # 20,000 events, 1 repeat
+    .venv/bin/python benchmarks/run.py --quick --compare-rev 4fdd03d --workers 1
 """
 
 from __future__ import annotations
@@ -29,13 +33,12 @@ import functools
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,232 +49,72 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import drills  # noqa: E402  (tests/drills.py, after the sys.path lines above)
-from confluent_kafka import ConsumerGroupState, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
+from measure import (  # noqa: E402  (benchmarks/measure.py)
+    CpuSample,
+    CpuSampler,
+    cpu_seconds,
+    histogram_quantiles,
+    peak_rss_mib,
+    peak_rss_per_process_mib,
+    process_tree_cpu_seconds,
+    steady_cpu_us_per_event,
+)
+from report import RunResult, summarise, table  # noqa: E402
+from workloads import PARTITIONS, Workload, backlog, paced, wait_committed  # noqa: E402
 
-from connector.adapters.avro import load_schema  # noqa: E402
-from connector.core.records import TopicPartition  # noqa: E402
-from devtools import samples  # noqa: E402
 from devtools.kafka import external_or_local  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-PARTITIONS = 6
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class RunResult:
-    kind: str  # "baseline", "connector" (workers: 1) or "connector-2w" (workers: 2)
-    repeat: int
-    events: int
-    wall_s: float
-    events_per_s: float
-    latency_p50_s: float | None
-    latency_p99_s: float | None
-    peak_rss_mib: float
-    cpu_s: float
-    cpu_s_per_100k: float
-    workload: str = "backlog"  # or "paced" (events/s there is only the offered rate)
+@dataclass(frozen=True)
+class Bench:
+    """What every run shares: the work directory, the broker, the sandbox, the timeout."""
+
+    work: Path
+    admin: AdminClient
+    bootstrap: str
+    sandbox: drills.SandboxProcess  # its url, and its request log for the steady CPU
+    timeout_s: float
 
 
-# --------------------------------------------------------------------------- /proc
+# --------------------------------------------------------------------------- "before"
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (every thread, librdkafka's included)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    # The command name (field 2) may hold spaces; everything after its ")" is split safely.
-    fields = text.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
+def resolve_revision(rev: str) -> str:
+    """The commit ``rev`` names (``git rev-parse``); fails early on a bad revision."""
+    argv = ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]
+    found = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"--compare-rev {rev}: not a commit of {ROOT}")
+    return found.stdout.strip()
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def before_env(tree: Path) -> dict[str, str]:
+    """PYTHONPATH first: the old tree's ``connector`` wins over the editable install."""
+    rest = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    return {"PYTHONPATH": os.pathsep.join([str(tree), *rest])}
 
 
-def descendants(pid: int) -> list[int]:
-    """The process and every process under it (the workers of ``workers: N``)."""
-    found, index = [pid], 0
-    while index < len(found):
-        member = found[index]
-        index += 1
-        try:
-            children = Path(f"/proc/{member}/task/{member}/children").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        found += [int(child) for child in children.split()]
-    return found
-
-
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of the process and its live descendants."""
-    total = 0.0
-    for member in descendants(pid):
-        try:
-            total += cpu_seconds(member)
-        except OSError:
-            continue
-    return total
-
-
-def peak_rss_per_process_mib(pid: int) -> float:
-    """The largest peak RSS of any one process in the tree (the target is per process)."""
-    peaks = [0.0]
-    for member in descendants(pid):
-        try:
-            peaks.append(_peak_rss_mib(member))
-        except OSError:
-            continue
-    return max(peaks)
-
-
-# --------------------------------------------------------------------------- waiting
-
-
-def wait_committed(
-    admin: AdminClient,
-    bootstrap: str,
-    group: str,
-    end_offsets: Mapping[TopicPartition, int],
-    alive: Callable[[], bool],
-    timeout_s: float,
-) -> None:
-    # Our own loop rather than drills.wait_committed: a 0.1 s poll keeps the wall time's
-    # resolution well below a run's length, and a dead process fails at once.
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"the process for group {group} exited before committing all")
-        try:
-            got = drills.committed_offsets(bootstrap, group, end_offsets, 5.0, admin=admin)
-        except Exception:  # broker busy: not there yet, the deadline decides
-            got = {}
-        if got == dict(end_offsets):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"group {group}: committed offsets did not reach the end in {timeout_s}s")
-
-
-# --------------------------------------------------------------------------- workloads
-
-#: Called once the process under test started, with its group, an "is it alive" check and
-#: how many group members it runs; returns the end offsets to wait for and how many events
-#: they hold.
-Workload = Callable[[str, Callable[[], bool], int], tuple[Mapping[TopicPartition, int], int]]
-
-
-def backlog(produced: drills.Produced) -> Workload:
-    """The events are on the topic before the process starts."""
-
-    def workload(
-        _group: str, _alive: Callable[[], bool], _members: int
-    ) -> tuple[Mapping[TopicPartition, int], int]:
-        return produced.end_offsets, produced.count
-
-    return workload
-
-
-def _wait_joined(
-    admin: AdminClient, group: str, topic: str, alive: Callable[[], bool], members: int
-) -> None:
-    # Paced events must not wait for the group join, or their latency would include it.
-    deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline and alive():
-        try:
-            description = admin.describe_consumer_groups([group], request_timeout=5.0)[group]
-            found = description.result(timeout=10.0)
-            assigned = {
-                (tp.topic, tp.partition)
-                for member in found.members
-                for tp in (member.assignment.topic_partitions if member.assignment else [])
-            }
-            # Every member in, every partition owned, each member with some: a rebalance
-            # still to come (a second worker joining) would otherwise land mid-run.
-            owners = [m for m in found.members if m.assignment and m.assignment.topic_partitions]
-            if (
-                found.state == ConsumerGroupState.STABLE
-                and len(assigned) == PARTITIONS
-                and len(owners) == members
-            ):
-                return
-        except Exception:  # the group does not exist yet: not joined
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"group {group} did not join topic {topic} within 60 s")
-
-
-def paced(admin: AdminClient, bootstrap: str, topic: str, count: int, rate: float) -> Workload:
-    """Produce ``count`` events at ``rate`` per second once the process owns every
-    partition: a load it can keep up with, so latency is the pipeline's, not the queue's."""
-
-    def workload(
-        group: str, alive: Callable[[], bool], members: int
-    ) -> tuple[Mapping[TopicPartition, int], int]:
-        _wait_joined(admin, group, topic, alive, members)
-        schema = load_schema(drills.SCHEMA)
-        # linger.ms 5: the record timestamp (CreateTime, set at produce()) stays close to the
-        # moment it reaches the broker, so the producer adds little to the latency measured.
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-        end_offsets: dict[TopicPartition, int] = {}
-
-        def delivered(error: Any, message: Any) -> None:
-            if error is None:
-                key = (message.topic(), message.partition())
-                end_offsets[key] = max(end_offsets.get(key, 0), message.offset() + 1)
-
-        chunk = max(1, int(rate / 100))  # 100 chunks a second: smooth enough
-        started = time.monotonic()
-        base_ms = int(time.time() * 1000)
-        for index, record in enumerate(samples.sample_events(count, 2, base_ms)):
-            if index % chunk == 0:
-                # Sleep until this chunk is due: a steady offered rate, not bursts.
-                delay = started + index / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                producer.poll(0)
-            producer.produce(topic, value=samples.encode(schema, record), on_delivery=delivered)
-        if producer.flush(60) or sum(end_offsets.values()) != count:
-            raise RuntimeError("paced producing failed")
-        return end_offsets, count
-
-    return workload
-
-
-# --------------------------------------------------------------------------- histogram
-
-
-def _histogram_quantiles(
-    metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str
-) -> tuple[float | None, float | None]:
-    """p50 and p99 from a Prometheus histogram's cumulative buckets, interpolated linearly
-    inside the bucket (what ``histogram_quantile`` does): an estimate, not exact."""
-    buckets: list[tuple[float, float]] = []
-    for (sample, pairs), value in metrics.items():
-        if sample == name + "_bucket":
-            buckets.append((float(dict(pairs)["le"]), value))
-    buckets.sort()
-    if not buckets or buckets[-1][1] == 0:
-        return None, None
-    total = buckets[-1][1]
-
-    def quantile(q: float) -> float:
-        rank = q * total
-        lower_bound, lower_count = 0.0, 0.0
-        for bound, count in buckets:
-            if count >= rank:
-                if bound == float("inf"):
-                    return lower_bound  # above the last finite bucket: its bound, at least
-                share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1
-                return lower_bound + (bound - lower_bound) * share
-            lower_bound, lower_count = bound, count
-        return lower_bound
-
-    return quantile(0.50), quantile(0.99)
+def extract_revision(rev: str, tree: Path) -> Path:
+    """``git archive REV | tar -x -C tree`` (the repository is left alone); returns where
+    ``import connector`` resolves from there, which must be inside ``tree``."""
+    tree.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", rev], stdout=subprocess.PIPE)
+    assert archive.stdout is not None
+    untar = subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=False)
+    archive.stdout.close()
+    if archive.wait() != 0 or untar.returncode != 0:
+        raise RuntimeError(f"git archive {rev} | tar -x failed")
+    probe = [sys.executable, "-c", "import connector; print(connector.__file__)"]
+    env = {**os.environ, **before_env(tree)}
+    found = subprocess.run(probe, cwd=tree, env=env, check=True, capture_output=True, text=True)
+    package = Path(found.stdout.strip()).resolve()
+    if not package.is_relative_to(tree.resolve()):
+        raise RuntimeError(f"{rev}: `import connector` resolves to {package}, not the old tree")
+    return package
 
 
 # --------------------------------------------------------------------------- one run
@@ -293,28 +136,58 @@ def connector_run_config(
     return config
 
 
+def _drive(
+    bench: Bench,
+    pid: int,
+    alive: Callable[[], bool],
+    started: float,
+    group: str,
+    workload: Workload,
+    members: int,
+) -> tuple[int, float, list[CpuSample]]:
+    """Feed the process and wait until all is committed, sampling its CPU meanwhile;
+    returns the events, the wall time since ``started`` (monotonic) and the samples."""
+    with CpuSampler(pid) as sampler:
+        end_offsets, events = workload(group, alive, members)
+        wait_committed(bench.admin, bench.bootstrap, group, end_offsets, alive, bench.timeout_s)
+        wall_s = time.monotonic() - started
+    return events, wall_s, sampler.samples
+
+
 def run_connector(
-    work: Path,
-    admin: AdminClient,
-    bootstrap: str,
+    bench: Bench,
     topic: str,
     workload: Workload,
-    url: str,
     repeat: int,
-    timeout_s: float,
+    *,
     workers: int = 1,
+    tree: Path | None = None,
 ) -> RunResult:
-    group = f"bench-connector-{uuid.uuid4().hex[:8]}"
-    config = connector_run_config(bootstrap, group, topic, url, workers)
-    config_path = drills.write_config(work / f"connector-{repeat}.yaml", config)
-    process = drills.ConnectorProcess(config_path, work / f"connector-{repeat}.log")
+    """One connector run; ``tree`` is an extracted old revision to run instead (kind
+    "connector-before"), with that directory as cwd and first on PYTHONPATH."""
+    if tree is not None:
+        kind = "connector-before"
+    else:
+        kind = "connector" if workers == 1 else f"connector-{workers}w"
+    group = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    config = connector_run_config(bench.bootstrap, group, topic, bench.sandbox.url, workers)
+    config_path = drills.write_config(bench.work / f"{kind}-{repeat}.yaml", config)
+    since = time.time()
+    process = drills.ConnectorProcess(
+        config_path,
+        bench.work / f"{kind}-{repeat}.log",
+        env=None if tree is None else before_env(tree),
+        cwd=tree,
+    )
     try:
-        end_offsets, events = workload(group, lambda: process.alive, workers)
-        wait_committed(admin, bootstrap, group, end_offsets, lambda: process.alive, timeout_s)
-        wall_s = time.monotonic() - process.started_at
+        alive = lambda: process.alive  # noqa: E731
+        events, wall_s, samples = _drive(
+            bench, process.pid, alive, process.started_at, group, workload, workers
+        )
         cpu_s = process_tree_cpu_seconds(process.pid)
         rss = peak_rss_per_process_mib(process.pid)
-        p50, p99 = _histogram_quantiles(process.metrics(), "event_sink_end_to_end_latency_seconds")
+        p50, p99 = histogram_quantiles(process.metrics(), "event_sink_end_to_end_latency_seconds")
+        steady = steady_cpu_us_per_event(samples, bench.sandbox.requests(since=since))
         code = process.terminate()
         if code != 0:
             raise RuntimeError(f"the connector exited {code}\n{process.describe()}")
@@ -323,38 +196,26 @@ def run_connector(
         raise
     finally:
         process.close()
-    kind = "connector" if workers == 1 else f"connector-{workers}w"
-    return _result(kind, repeat, events, wall_s, p50, p99, rss, cpu_s)
+    return _result(kind, repeat, events, wall_s, p50, p99, rss, cpu_s, steady)
 
 
-def run_baseline(
-    work: Path,
-    admin: AdminClient,
-    bootstrap: str,
-    topic: str,
-    workload: Workload,
-    url: str,
-    repeat: int,
-    timeout_s: float,
-) -> RunResult:
+def run_baseline(bench: Bench, topic: str, workload: Workload, repeat: int) -> RunResult:
     group = f"bench-baseline-{uuid.uuid4().hex[:8]}"
-    report = work / f"baseline-{repeat}.json"
-    log = work / f"baseline-{repeat}.log"
-    argv = [sys.executable, str(BENCH_DIR / "baseline_sink.py")]
-    argv += [bootstrap, topic, group, url, drills.TOKEN, "--report", str(report)]
-    started = time.monotonic()
+    report = bench.work / f"baseline-{repeat}.json"
+    log = bench.work / f"baseline-{repeat}.log"
+    argv = [sys.executable, str(BENCH_DIR / "baseline_sink.py"), bench.bootstrap, topic, group]
+    argv += [bench.sandbox.url, drills.TOKEN, "--report", str(report)]
+    since, started = time.time(), time.monotonic()
     with log.open("wb") as out:
         process = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        end_offsets, events = workload(group, lambda: process.poll() is None, 1)
-        wait_committed(
-            admin, bootstrap, group, end_offsets, lambda: process.poll() is None, timeout_s
-        )
-        wall_s = time.monotonic() - started
+        alive = lambda: process.poll() is None  # noqa: E731
+        events, wall_s, samples = _drive(bench, process.pid, alive, started, group, workload, 1)
         cpu_s = cpu_seconds(process.pid)
-        rss = _peak_rss_mib(process.pid)
+        rss = peak_rss_mib(process.pid)
+        steady = steady_cpu_us_per_event(samples, bench.sandbox.requests(since=since))
         process.terminate()
         code = process.wait(timeout=60)
         if code != 0:
@@ -368,7 +229,7 @@ def run_baseline(
             process.wait()
     summary = json.loads(report.read_text())
     p50, p99 = summary["latency_p50_s"], summary["latency_p99_s"]
-    return _result("baseline", repeat, events, wall_s, p50, p99, rss, cpu_s)
+    return _result("baseline", repeat, events, wall_s, p50, p99, rss, cpu_s, steady)
 
 
 def _result(
@@ -380,6 +241,7 @@ def _result(
     p99: float | None,
     rss: float,
     cpu_s: float,
+    steady_us: float | None,
 ) -> RunResult:
     return RunResult(
         kind=kind,
@@ -392,61 +254,8 @@ def _result(
         peak_rss_mib=round(rss, 1),
         cpu_s=round(cpu_s, 2),
         cpu_s_per_100k=round(cpu_s / events * 100_000, 2),
+        cpu_us_per_event_steady=None if steady_us is None else round(steady_us, 2),
     )
-
-
-# --------------------------------------------------------------------------- report
-
-METRICS = (
-    ("events_per_s", "events/s", "{:,.0f}"),
-    ("latency_p50_s", "e2e latency p50 (s)", "{:.3f}"),
-    ("latency_p99_s", "e2e latency p99 (s)", "{:.3f}"),
-    ("peak_rss_mib", "peak RSS (MiB)", "{:.1f}"),
-    ("cpu_s_per_100k", "CPU s / 100k events", "{:.2f}"),
-)
-
-
-def medians(results: list[RunResult], kind: str, workload: str) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key, _label, _fmt in METRICS:
-        values = [getattr(r, key) for r in results if r.kind == kind and r.workload == workload]
-        present = [v for v in values if v is not None]
-        out[key] = statistics.median(present) if present else None
-    return out
-
-
-KINDS = ("baseline", "connector", "connector-2w")
-LABELS = {"baseline": "baseline", "connector": "1 worker", "connector-2w": "2 workers"}
-
-
-def table(columns: Mapping[str, Mapping[str, float | None]]) -> str:
-    """Medians per kind, then each connector kind over the baseline."""
-
-    def cell(value: float | None, fmt: str) -> str:
-        return "-" if value is None else fmt.format(value)
-
-    kinds = [kind for kind in KINDS if kind in columns]
-    over = [kind for kind in kinds if kind != "baseline" and "baseline" in columns]
-    header = f"{'median':<22}" + "".join(f"{LABELS[k]:>12}" for k in kinds)
-    header += "".join(f"{LABELS[k] + ' / b':>16}" for k in over)
-    rows = [header]
-    for key, label, fmt in METRICS:
-        row = f"{label:<22}" + "".join(f"{cell(columns[k][key], fmt):>12}" for k in kinds)
-        for kind in over:
-            c, b = columns[kind][key], columns["baseline"][key]
-            row += f"{'-' if c is None or not b else f'{c / b:.2f}':>16}"
-        rows.append(row)
-    return "\n".join(rows)
-
-
-def ratios(
-    connector: Mapping[str, float | None], baseline: Mapping[str, float | None]
-) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key, _label, _fmt in METRICS:
-        c, b = connector[key], baseline[key]
-        out[key] = None if c is None or not b else round(c / b, 3)
-    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -460,7 +269,7 @@ def _workers(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
@@ -487,31 +296,51 @@ def main(argv: list[str] | None = None) -> int:
         "would take minutes)",
     )
     parser.add_argument(
+        "--compare-rev",
+        metavar="REV",
+        help="also run the connector of this git revision ('before', workers: 1), "
+        "extracted with git archive",
+    )
+    parser.add_argument(
         "--label", default="", help="results go to results/<date>-<label>.json (quick: 'quick')"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.repeats, args.paced_events = 20_000, 1, 5_000
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    compare_sha = None if args.compare_rev is None else resolve_revision(args.compare_rev)
     started = datetime.now(UTC)
     results: list[RunResult] = []
+
+    def record(result: RunResult) -> None:
+        results.append(result)
+        print(f"  {json.dumps(asdict(result))}", flush=True)
+
     with (
         tempfile.TemporaryDirectory(prefix="event-sink-bench-") as tmp,
         external_or_local() as kafka,
     ):
         work = Path(tmp)
-        bootstrap = kafka.bootstrap_servers
-        admin = drills.admin_client(bootstrap)
-        sandbox = drills.SandboxProcess(work / "sandbox.log")
         runners: list[Callable[..., RunResult]] = [] if args.skip_baseline else [run_baseline]
         runners += [functools.partial(run_connector, workers=n) for n in args.workers]
+        if args.compare_rev is not None:
+            package = extract_revision(args.compare_rev, work / "before")
+            print(f"before: {args.compare_rev} = {compare_sha}, connector from {package}")
+            runners.append(functools.partial(run_connector, tree=work / "before"))
+        admin = drills.admin_client(kafka.bootstrap_servers)
+        sandbox = drills.SandboxProcess(work / "sandbox.log")
+        bench = Bench(work, admin, kafka.bootstrap_servers, sandbox, args.timeout_s)
         try:
             sandbox.set_faults(latency_ms=args.latency_ms)
             for repeat in range(args.repeats):
                 topic = f"bench-{repeat}-{uuid.uuid4().hex[:8]}"
                 kafka.create_topic(topic, PARTITIONS)
                 t0 = time.monotonic()
-                produced = drills.produce_events(bootstrap, topic, args.events, seed=1)
+                produced = drills.produce_events(bench.bootstrap, topic, args.events, seed=1)
                 print(
                     f"repeat {repeat + 1}/{args.repeats}: produced {produced.count} events "
                     f"in {time.monotonic() - t0:.1f} s",
@@ -521,55 +350,27 @@ def main(argv: list[str] | None = None) -> int:
                 # includes its wait on the topic, so a fixed order would favour the first.
                 order = runners[repeat % len(runners) :] + runners[: repeat % len(runners)]
                 for runner in order:
-                    result = runner(
-                        work,
-                        admin,
-                        bootstrap,
-                        topic,
-                        backlog(produced),
-                        sandbox.url,
-                        repeat,
-                        args.timeout_s,
-                    )
-                    results.append(result)
-                    print(f"  {json.dumps(asdict(result))}", flush=True)
+                    record(runner(bench, topic, backlog(produced), repeat))
                 for rate in args.paced_rates:
                     for runner in order:
                         # A fresh, empty topic: the process joins, then events arrive.
                         paced_topic = f"bench-paced-{repeat}-{uuid.uuid4().hex[:8]}"
                         kafka.create_topic(paced_topic, PARTITIONS)
-                        offered = paced(admin, bootstrap, paced_topic, args.paced_events, rate)
-                        result = runner(
-                            work,
-                            admin,
-                            bootstrap,
-                            paced_topic,
-                            offered,
-                            sandbox.url,
-                            repeat,
-                            args.timeout_s,
+                        offered = paced(
+                            admin, bench.bootstrap, paced_topic, args.paced_events, rate
                         )
+                        result = runner(bench, paced_topic, offered, repeat)
                         result.workload = f"paced-{rate:.0f}"
-                        results.append(result)
-                        print(f"  {json.dumps(asdict(result))}", flush=True)
+                        record(result)
         finally:
             sandbox.stop()
 
     summary: dict[str, Any] = {}
-    workloads = ["backlog", *(f"paced-{rate:.0f}" for rate in args.paced_rates)]
-    for workload in workloads:
-        columns = {kind: medians(results, kind, workload) for kind in KINDS}
-        columns = {k: v for k, v in columns.items() if any(x is not None for x in v.values())}
-        if not columns:
+    for workload in ["backlog", *(f"paced-{rate:.0f}" for rate in args.paced_rates)]:
+        found = summarise(results, workload)
+        if found is None:
             continue
-        summary[workload] = {
-            "medians": columns,
-            "ratio_over_baseline": {
-                kind: ratios(values, columns["baseline"])
-                for kind, values in columns.items()
-                if kind != "baseline" and "baseline" in columns
-            },
-        }
+        summary[workload] = found
         print()
         if workload == "backlog":
             print(f"backlog: {args.events:,} events on the topic before each process starts")
@@ -583,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.repeats} repeat(s), sandbox latency {args.latency_ms} ms, "
             f"{os.cpu_count()} cores"
         )
-        print(table(columns))
+        print(table(found["medians"]))
     document: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "machine": {
@@ -602,12 +403,16 @@ def main(argv: list[str] | None = None) -> int:
             "paced_rates": args.paced_rates,
             "workers": args.workers,
             "skip_baseline": args.skip_baseline,
+            "compare_rev": args.compare_rev,
+            "compare_rev_sha": compare_sha,
         },
         "medians": summary,
         "runs": [asdict(r) for r in results],
         "notes": [
             "backlog run: end-to-end latency includes the time records waited on the topic",
             "connector latency: estimated from histogram buckets; baseline: exact",
+            "cpu_us_per_event_steady: process tree CPU between its first and last accepted "
+            "request, over the events accepted after the first",
         ],
     }
     RESULTS_DIR.mkdir(exist_ok=True)

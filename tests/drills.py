@@ -191,7 +191,14 @@ class _ChildProcess:
 
     name = "process"
 
-    def __init__(self, argv: Sequence[str], log_path: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str],
+        *,
+        cwd: Path | None = None,
+    ) -> None:
         self.log_path = log_path
         self.started_at = time.monotonic()
         # Truncated: a reused directory must not show the previous run's lines (the
@@ -199,7 +206,7 @@ class _ChildProcess:
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 list(argv),
-                cwd=ROOT,
+                cwd=ROOT if cwd is None else cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -355,12 +362,13 @@ class ConnectorProcess(_ChildProcess):
         name: str = "connector",
         token: str = TOKEN,
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.config_path = config_path
         full_env = {**os.environ, "EVENT_SINK_TOKEN": token, **(env or {})}
         argv = [sys.executable, "-m", "connector", "run", "--config", str(config_path)]
-        super().__init__(argv, log_path, full_env)
+        super().__init__(argv, log_path, full_env, cwd=cwd)
         self.peak_rss_bytes = 0  # the largest VmHWM seen so far
         self._metrics_port: int | None = None
 
