@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from hypothesis import given
@@ -103,3 +104,31 @@ def test_batches_keep_every_event_in_order_within_limits(
         assert batch.size_bytes == len(render_body(PUBLIC, batch.events))
         assert batch.size_bytes <= max_bytes or len(batch.events) == 1
     assert len({batch.batch_id for batch in batches}) == len(batches)
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=3000), max_size=300),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=20),
+    max_events=st.integers(min_value=1, max_value=50),
+    max_bytes=st.integers(min_value=1024, max_value=6000),
+)
+def test_chunks_batch_exactly_as_events_one_by_one(
+    sizes: list[int], cuts: list[int], max_events: int, max_bytes: int
+) -> None:
+    # The pipeline adds a consume chunk at once; how the stream is cut must not matter.
+    events = [event(offset, size) for offset, size in enumerate(sizes)]
+    one_by_one, chunked = (
+        batcher(FakeClock(), max_events, max_bytes),
+        batcher(FakeClock(), max_events, max_bytes),
+    )
+    expected = [batch for e in events for batch in one_by_one.add(e)]
+    got: list[Batch] = []
+    bounds = sorted({0, len(events), *(min(cut, len(events)) for cut in cuts)})
+    for start, end in itertools.pairwise(bounds):
+        got.extend(chunked.add_many(events[start:end]))
+    assert [(b.events, b.size_bytes) for b in got] == [(b.events, b.size_bytes) for b in expected]
+    assert len(chunked) == len(one_by_one)
+    tail, expected_tail = chunked.flush(), one_by_one.flush()
+    assert (tail is None) == (expected_tail is None)
+    if tail is not None and expected_tail is not None:
+        assert (tail.events, tail.size_bytes) == (expected_tail.events, expected_tail.size_bytes)

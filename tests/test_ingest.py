@@ -28,16 +28,12 @@ def test_a_chunk_keeps_its_order_and_names_why_a_record_is_invalid() -> None:
     records = [SourceRecord("t", 0, 10 + i, None, v, 1000 + i) for i, v in enumerate(values)]
     tracker = OffsetTracker()
     receipts = {("t", 0): tracker.track_run(("t", 0), [r.offset for r in records])}
-    out = ingest(records, receipts, decode_many, encode)
-    kinds = [type(item).__name__ for item in out]
-    assert kinds == [
-        "EncodedEvent",
-        "InvalidRecordError",
-        "EncodedEvent",
-        "InvalidRecordError",
-        "EncodedEvent",
-    ]
-    first, bad_bytes, _, bad_map, _ = out
+    got = ingest(records, receipts, decode_many, encode)
+    # Three events, and each invalid record placed after the events read before it.
+    assert [event.offset for event in got.events] == [10, 12, 14]
+    assert [(before, error.record.offset) for before, error in got.invalid] == [(1, 11), (2, 13)]
+    first = got.events[0]
+    (_, bad_bytes), (_, bad_map) = got.invalid
     assert isinstance(first, EncodedEvent)
     assert first.body == b'{"uuid":"t-0-10"}'  # the position-derived uuid
     assert first.receipt is receipts["t", 0]

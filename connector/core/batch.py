@@ -7,7 +7,7 @@ to share a request goes alone in a batch of its own (never dropped).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from connector.core.records import Batch, EncodedEvent
 
@@ -64,18 +64,32 @@ class Batcher:
         batch holding the event closes at once if the event filled it; so an oversized
         event closes its predecessor and then itself.
         """
-        closed = []
-        # A comma separates every event after the first.
-        if self._events and self._size + 1 + len(event.body) > self._max_bytes:
-            closed.append(self._close())
-        if self._events:
-            self._size += 1 + len(event.body)
-        else:
-            self._opened_at = self._clock()
-            self._size += len(event.body)
-        self._events.append(event)
-        if len(self._events) >= self._max_events or self._size >= self._max_bytes:
-            closed.append(self._close())
+        return self.add_many((event,))
+
+    def add_many(self, events: Iterable[EncodedEvent]) -> list[Batch]:
+        """``add`` for each event, in order; returns every batch this closed. One call per
+        consume chunk: the hot path keeps the batch's state in locals."""
+        closed: list[Batch] = []
+        max_events, max_bytes = self._max_events, self._max_bytes
+        open_events, size = self._events, self._size
+        for event in events:
+            length = len(event.body)
+            # A comma separates every event after the first.
+            if open_events and size + 1 + length > max_bytes:
+                self._size = size
+                closed.append(self._close())
+                open_events, size = self._events, self._size
+            if open_events:
+                size += 1 + length
+            else:
+                self._opened_at = self._clock()
+                size += length
+            open_events.append(event)
+            if len(open_events) >= max_events or size >= max_bytes:
+                self._size = size
+                closed.append(self._close())
+                open_events, size = self._events, self._size
+        self._size = size
         return closed
 
     def deadline(self) -> float | None:

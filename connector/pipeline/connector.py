@@ -26,7 +26,7 @@ from connector.config import Settings
 from connector.core import backpressure
 from connector.core.checks import Check
 from connector.core.offsets import Receipt
-from connector.core.records import Batch, SourceRecord, TopicPartition
+from connector.core.records import Batch, EncodedEvent, SourceRecord, TopicPartition
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
 from connector.pipeline import lifecycle, wiring
@@ -214,13 +214,17 @@ class Connector:
         """Track, decode, map and batch one consume call's records, in their order."""
         receipts = self._checkpoint.track(records)
         self.stats.consumed += len(records)
-        add = self._batcher.add
-        for item in ingest(records, receipts, self._decoder.decode_many, self._mapper.encode):
-            if isinstance(item, InvalidRecordError):
-                self._invalid(item, receipts[item.record.topic, item.record.partition])
-                continue
-            for batch in add(item):
-                self._dispatch(batch)
+        got = ingest(records, receipts, self._decoder.decode_many, self._mapper.encode)
+        events, start = got.events, 0
+        for before, error in got.invalid:  # rare: what came before it is batched first
+            self._batch(events[start:before])
+            start = before
+            self._invalid(error, receipts[error.record.topic, error.record.partition])
+        self._batch(events[start:] if start else events)
+
+    def _batch(self, events: list[EncodedEvent]) -> None:
+        for batch in self._batcher.add_many(events):
+            self._dispatch(batch)
 
     def _invalid(self, error: InvalidRecordError, receipt: Receipt) -> None:
         """A record that cannot become an event: dead-letter it, or stop (on_invalid)."""

@@ -8,6 +8,7 @@ record that stops the connector leaves itself and what follows it uncommitted.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connector.adapters.avro import DecodeError
@@ -34,35 +35,55 @@ class InvalidRecordError(DataError):
         self.reason = reason
 
 
+@dataclass(slots=True)
+class Ingested:
+    """One chunk's events in read order, and its invalid records: each with how many of
+    ``events`` came before it, so the caller handles both in the chunk's order."""
+
+    events: list[EncodedEvent]
+    invalid: list[tuple[int, InvalidRecordError]]
+
+
 def ingest(
     records: Sequence[SourceRecord],
     receipts: Mapping[TopicPartition, Receipt],
     decode_many: DecodeMany,
     encode: Encode,
-) -> list[EncodedEvent | InvalidRecordError]:
+) -> Ingested:
     """Each record as its encoded event, or as the reason it cannot be one."""
-    out: list[EncodedEvent | InvalidRecordError] = []
-    append = out.append
+    events: list[EncodedEvent] = []
+    invalid: list[tuple[int, InvalidRecordError]] = []
+    append = events.append
+    # Consume calls hand over runs of one partition: its receipt is looked up per run.
+    last_tp: TopicPartition | None = None
+    receipt: Receipt | None = None
     decoded_all = decode_many([record.value for record in records])
     for record, decoded in zip(records, decoded_all, strict=True):
-        if isinstance(decoded, DecodeError):
-            append(InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded)))
+        if type(decoded) is not dict:
+            invalid.append(
+                (len(events), InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded)))
+            )
             continue
         try:
             # The fallback uuid is made only for a record that has no uuid of its own.
             body = encode(decoded, record.fallback_uuid, record.timestamp_ms)
         except TransformError as exc:
-            append(InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc)))
+            error = InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc))
+            invalid.append((len(events), error))
             continue
+        tp = (record.topic, record.partition)
+        if tp != last_tp:
+            last_tp, receipt = tp, receipts[tp]
+        assert receipt is not None  # set with last_tp
         append(
             EncodedEvent(
                 record.topic,
                 record.partition,
                 record.offset,
-                receipts[record.topic, record.partition],
+                receipt,
                 body,
                 record.timestamp_ms,
                 record,
             )
         )
-    return out
+    return Ingested(events, invalid)
