@@ -211,6 +211,11 @@ class Metrics:
         self.rebalances = Counter(
             p + "rebalances", "Rebalance events, by kind.", ("kind",), registry=registry
         )
+        self.backpressure_pauses = Counter(
+            p + "backpressure_pauses",
+            "Times consumption started to wait: too many events pending, or the API halted.",
+            registry=registry,
+        )
         self.offset_commits = Counter(
             p + "offset_commits", "Offset commits, by outcome.", ("outcome",), registry=registry
         )
@@ -228,6 +233,16 @@ class Metrics:
             self.rebalances.labels(kind)
         for outcome in COMMIT_OUTCOMES:
             self.offset_commits.labels(outcome)
+
+    @staticmethod
+    def total(counter: Counter) -> float:
+        """A counter's value summed over its labels (the progress log, the demo)."""
+        return sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a partition's gauges once it is no longer ours (no stale lag)."""

@@ -161,7 +161,7 @@ async def run_until_delivered(
                 if committed_all:
                     break
         finished = time.monotonic()
-        assigned_at = connector.stats.first_assigned_at or started
+        assigned_at = connector.first_assigned_at or started
         stop.set()
         await task
     stats = sandbox.state.stats

@@ -367,7 +367,7 @@ async def test_a_registry_outage_holds_and_pauses_then_everything_is_delivered(
             assert registry.state.fetches.get(v2_id, 0) >= 3  # it retried
             assert sandbox.state.stats.unique_uuids == 0  # nothing went past the gate
             assert connector.committed() == {}  # nothing was committed
-            assert connector.stats.dead_lettered == 0
+            assert connector.metrics.total(connector.metrics.records_dead_lettered) == 0
             registry.state.down = False
 
         committed = await run_until(settings, end, registry, while_running=outage)

@@ -53,6 +53,16 @@ def _long_tail(buf: bytes, pos: int, first: int) -> tuple[int, int]:
             raise RefusedBytesError("varint longer than 10 bytes")
 
 
+def _size_tail(buf: bytes, pos: int, first: int) -> tuple[int, int]:
+    """A length that is not one even byte: refused if negative."""
+    if first < 0x80:
+        raise RefusedBytesError("negative length")
+    size, pos = _long_tail(buf, pos, first)
+    if size < 0:
+        raise RefusedBytesError("negative length")
+    return size, pos
+
+
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
@@ -63,6 +73,7 @@ class _Writer:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {
             "_long_tail": _long_tail,
+            "_size_tail": _size_tail,
             "_Refused": RefusedBytesError,
             "_float": struct.Struct("<f").unpack_from,
             "_double": struct.Struct("<d").unpack_from,
@@ -90,10 +101,12 @@ class _Writer:
 
     def sized(self, depth: int, target: str, decode: bool) -> None:
         size = self.var("n")
-        self.long(depth, size)
-        self.emit(depth, f"if {size} < 0 or {size} > end - pos: raise _Refused('length')")
+        self.emit(depth, "b = buf[pos]; pos += 1")
+        self.emit(depth, f"if b < 128 and not b & 1: {size} = b >> 1")
+        self.emit(depth, f"else: {size}, pos = _size_tail(buf, pos, b)")
         suffix = ".decode()" if decode else ""
         self.emit(depth, f"{target} = buf[pos:pos + {size}]{suffix}; pos += {size}")
+        self.emit(depth, "if pos > end: raise _Refused('length')")
 
     def value(self, node: Any, depth: int, target: str) -> None:
         """Lines that read one value of ``node`` into the variable ``target``."""

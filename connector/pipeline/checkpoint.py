@@ -7,7 +7,7 @@ commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from connector.adapters.kafka_source import CommitError
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # An asynchronous commit is always answered (success or error); if no answer came in this
 # long, something is wrong with the client, and another commit may go out.
 _COMMIT_STALL_S = 300.0
+# When caught up, commit at once, but not more often than this.
+_IDLE_COMMIT_GAP_S = 0.2
+_GAUGE_INTERVAL_S = 2.0
 
 
 class Committer(Protocol):
@@ -31,28 +34,66 @@ class Committer(Protocol):
     async def watermarks(self, tp: TopicPartition) -> tuple[int, int] | None: ...
 
 
-class CommitStats(Protocol):
-    commits: int
-    commit_failures: int
-
-
 class Checkpoint:
     """Tracks what was read, commits what was delivered, follows the assignment."""
 
-    def __init__(self, metrics: Metrics, stats: CommitStats, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, metrics: Metrics, clock: Callable[[], float], *, commit_interval_s: float
+    ) -> None:
         self.tracker = OffsetTracker()
         self.metrics = metrics
-        self.stats = stats
         self._clock = clock
         self._committer: Committer | None = None
+        self._drain: Callable[[], Awaitable[int]] | None = None
+        self._release: Callable[[list[TopicPartition]], None] = lambda _tps: None
         # Committed positions found on the broker at assignment, until we commit our own.
         self._committed_at_assign: dict[TopicPartition, int] = {}
         self._sent_at: float | None = None  # the asynchronous commit awaiting its answer
         self.failing = False  # the last commit answer was a failure
+        self.first_assigned_at: float | None = None  # when this member first got partitions
+        self._every_s = commit_interval_s
+        self._idle_gap_s = min(commit_interval_s, _IDLE_COMMIT_GAP_S)
+        self.start()
 
-    def attach(self, committer: Committer) -> None:
-        """The source commits; it is built after the checkpoint (it calls back into it)."""
+    def attach(
+        self,
+        committer: Committer,
+        *,
+        drain: Callable[[], Awaitable[int]],
+        release: Callable[[list[TopicPartition]], None],
+    ) -> None:
+        """The source commits; it is built after the checkpoint (it calls back into it).
+        A revoke first runs ``drain`` (send what is open, wait for what is in flight);
+        ``release`` tells the pausing room which partitions are no longer ours."""
         self._committer = committer
+        self._drain = drain
+        self._release = release
+
+    def start(self) -> None:
+        """Start the commit and gauge schedules (the source has started)."""
+        now = self._clock()
+        self._next_commit, self._last_commit, self._next_gauges = now + self._every_s, now, now
+
+    async def tick(self, *, consumed: bool, brokers_down: bool) -> None:
+        """One turn of the loop: the periodic commit, the commit at the end of a backlog,
+        the partition gauges."""
+        now = self._clock()
+        # Also commit as soon as the consumer is caught up (nothing came back): the end of
+        # a backlog is committed at once, not up to an interval later. Not while commits
+        # fail or the brokers are away: then the interval rules, and nothing piles up in
+        # the client for the shutdown to wait on.
+        caught_up = (
+            not consumed
+            and now >= self._last_commit + self._idle_gap_s
+            and not self.failing
+            and not brokers_down
+        )
+        if now >= self._next_commit or (caught_up and self.tracker.committable()):
+            await self.commit_in_background()
+            self._next_commit, self._last_commit = now + self._every_s, now
+        if now >= self._next_gauges:
+            await self.refresh_gauges()
+            self._next_gauges = now + _GAUGE_INTERVAL_S
 
     def _source(self) -> Committer:
         if self._committer is None:
@@ -86,13 +127,11 @@ class Checkpoint:
         self._sent_at = None
         self.failing = bool(failed) and not done
         if failed:
-            self.stats.commit_failures += 1
             self.metrics.offset_commits.labels("failure").inc()
             reasons = sorted(set(failed.values()))
             log.warning("offset commit failed, will retry: %s", "; ".join(reasons))
         if done:
             self.tracker.mark_committed(done)
-            self.stats.commits += 1
             self.metrics.offset_commits.labels("success").inc()
             _log_commit("offsets committed", done)
 
@@ -132,6 +171,33 @@ class Checkpoint:
         """Positions the broker acknowledged, for assigned partitions."""
         return self.tracker.committed()
 
+    # -- rebalances: the source's callbacks ------------------------------------------
+
+    async def on_assign(self, tps: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", fmt_partitions(tps))
+        if tps and self.first_assigned_at is None:
+            self.first_assigned_at = self._clock()
+        await self.assign(tps)
+
+    async def on_revoke(self, tps: list[TopicPartition]) -> None:
+        """Hand partitions over cleanly: send what is open, wait, commit, forget."""
+        log.info("revoking partitions: %s", fmt_partitions(tps))
+        undelivered = await self._drain() if self._drain is not None else 0
+        if undelivered:
+            log.warning(
+                "%d batches still undelivered at revoke; their events will be read again "
+                "by the partitions' next owner",
+                undelivered,
+            )
+        await self.commit(only=set(tps))
+        log.info("partitions revoked: %s", fmt_partitions(tps))
+        self.forget(tps, "revoke")
+
+    async def on_lost(self, tps: list[TopicPartition]) -> None:
+        # Another member may already own them: committing now could move its offsets.
+        log.warning("partitions lost (not revoked cleanly): %s", fmt_partitions(tps))
+        self.forget(tps, "lost")
+
     async def assign(self, tps: list[TopicPartition]) -> None:
         self.tracker.assign(tps)
         self.metrics.rebalances.labels("assign").inc()
@@ -143,6 +209,7 @@ class Checkpoint:
     def forget(self, tps: list[TopicPartition], kind: str) -> None:
         """Revoked or lost: later resolutions of their records are ignored."""
         self.tracker.revoke(tps)
+        self._release(tps)
         for topic, partition in tps:
             self._committed_at_assign.pop((topic, partition), None)
             self.metrics.forget_partition(topic, partition)

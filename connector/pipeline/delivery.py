@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_sink import HttpSink
@@ -37,13 +37,6 @@ class RefusedByApiError(DataError):
         self.stage = Stage.HTTP
 
 
-class DeliveryStats(Protocol):
-    delivered: int
-    dead_lettered: int
-    batches: int
-    attempts: int
-
-
 class Delivery:
     """The one owner of in-flight work. A task that fails stores its error in
     ``failure``, which stops the loop."""
@@ -53,7 +46,6 @@ class Delivery:
         sink: HttpSink,
         dead_letters: DeadLetterWriter | None,
         metrics: Metrics,
-        stats: DeliveryStats,
         *,
         max_in_flight: int,
         drain_timeout_s: float,
@@ -63,7 +55,6 @@ class Delivery:
         self._sink = sink
         self._dead_letters = dead_letters
         self.metrics = metrics
-        self.stats = stats
         self._slots = asyncio.Semaphore(max_in_flight)
         self._drain_timeout_s = drain_timeout_s
         self._clock = clock
@@ -96,7 +87,6 @@ class Delivery:
         await self._dead_letters.write(record, failure)
         receipt.resolve((record.offset,))
         self.metrics.records_dead_lettered.labels(failure.stage, failure.error_class).inc()
-        self.stats.dead_lettered += 1
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -124,9 +114,6 @@ class Delivery:
             receipt.resolve(offsets)
             topic, partition = receipt.tp
             self.metrics.records_delivered.labels(topic, str(partition)).inc(len(offsets))
-        self.stats.delivered += len(batch.events) - len(refused)
-        self.stats.batches += 1
-        self.stats.attempts += result.attempts
         log.log(
             logging.INFO if result.attempts > 1 else logging.DEBUG,
             "batch delivered" + (f", {len(refused)} events refused" if refused else ""),

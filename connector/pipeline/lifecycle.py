@@ -1,14 +1,19 @@
 """Lifecycle: how a run ends (the drain's outcome, the final commit, leaving the group
-within the leave budget) and what readiness says about it meanwhile."""
+within the leave budget), what liveness and readiness say meanwhile, and the progress log."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from connector.adapters.dlq import DeadLetterWriter
+from connector.adapters.http_sink import HttpSink
 from connector.adapters.kafka_source import KafkaSource
+from connector.adapters.registry import SchemaGatedSource
 from connector.core.checks import Check
 from connector.core.classify import Outcome
+from connector.metrics import Metrics
 from connector.pipeline.checkpoint import Checkpoint
 from connector.pipeline.delivery import Delivery
 
@@ -16,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # Shutdown: after the drain, the final commit and leaving the group get this long together.
 LEAVE_TIMEOUT_S = 10.0
+# The consume loop may legitimately stand still while a revoke drains in-flight batches
+# (up to shutdown.drain_timeout_s); liveness allows that much and this margin on top.
+LIVENESS_MARGIN_S = 60.0
 
 
 async def finish(
@@ -78,3 +86,59 @@ def readiness(
     if assigned:
         return Check(True, f"{assigned} partitions assigned")
     return Check(True, "waiting for a partition assignment")
+
+
+class Health:
+    """Liveness (the loop turns) and readiness (nothing stops delivery), from the rooms."""
+
+    def __init__(
+        self,
+        *,
+        delivery: Delivery,
+        checkpoint: Checkpoint,
+        source: KafkaSource,
+        sink: HttpSink,
+        dead_letters: DeadLetterWriter | None,
+        drain_timeout_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._delivery, self._checkpoint, self._source = delivery, checkpoint, source
+        self._sink, self._dead_letters = sink, dead_letters
+        self._limit_s = drain_timeout_s + LIVENESS_MARGIN_S
+        self._clock = clock
+        self._last_turn: float | None = None
+
+    def turned(self) -> None:
+        """The loop started a turn."""
+        self._last_turn = self._clock()
+
+    def liveness(self) -> Check:
+        """Alive while the consume loop turns (a revoke's drain may hold it that long)."""
+        if self._last_turn is None:
+            return Check(True, "starting")
+        idle = self._clock() - self._last_turn
+        if idle > self._limit_s:
+            return Check(False, f"consume loop has not turned for {idle:.0f} s")
+        return Check(True, "consume loop running")
+
+    def readiness(self) -> Check:
+        source, sink = self._source, self._sink
+        return readiness(
+            failed=self._delivery.failure is not None,
+            brokers_down=source.brokers_down,
+            registry_down=isinstance(source, SchemaGatedSource) and source.registry_down,
+            dlq_failing=self._dead_letters is not None and self._dead_letters.failing,
+            halt_cause=sink.halt_cause if sink.halted else None,
+            assigned=len(self._checkpoint.tracker.assigned()),
+        )
+
+
+def log_progress(metrics: Metrics, *, pending: int, in_flight: int) -> None:
+    log.info(
+        "progress: %d consumed, %d delivered, %d dead-lettered, %d pending, %d in flight",
+        metrics.total(metrics.records_consumed),
+        metrics.total(metrics.records_delivered),
+        metrics.total(metrics.records_dead_lettered),
+        pending,
+        in_flight,
+    )

@@ -14,6 +14,7 @@ from typing import Protocol
 from connector.core import backpressure
 from connector.core.offsets import OffsetTracker
 from connector.core.records import TopicPartition
+from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,24 @@ class Backpressure:
     """Asks the pausing room to hold what the pending caps (or the API's halt) say must
     wait; see :func:`connector.core.backpressure.decide`."""
 
-    def __init__(self, pausing: Pausing, caps: backpressure.PendingCaps) -> None:
+    def __init__(self, pausing: Pausing, caps: backpressure.PendingCaps, metrics: Metrics) -> None:
         self._pausing = pausing
         self._caps = caps
+        self._metrics = metrics
         self._over_total_cap = False
 
-    async def apply(self, tracker: OffsetTracker, *, halted: bool) -> bool:
-        """Hold or release partitions; True when consumption just started to wait."""
+    async def apply(self, tracker: OffsetTracker, *, halted: bool, throttled: bool) -> None:
+        """Hold or release partitions, and show why consumption waits."""
+        started = await self._decide(tracker, halted=halted)
+        if started:
+            self._metrics.backpressure_pauses.inc()
+        held = bool(self._pausing.held(BACKPRESSURE))
+        self._metrics.paused.labels("backpressure").set(1 if held and not halted else 0)
+        self._metrics.paused.labels("auth").set(1 if halted else 0)
+        self._metrics.paused.labels("throttle").set(1 if throttled else 0)
+
+    async def _decide(self, tracker: OffsetTracker, *, halted: bool) -> bool:
+        """True when consumption just started to wait."""
         pending = tracker.pending
         before = self._pausing.held(BACKPRESSURE)
         decision = backpressure.decide(

@@ -1,20 +1,33 @@
-"""Wiring: the batcher and the HTTP sink built from the settings, once, at start-up."""
+"""Wiring: the rooms of the pipeline built from the settings, once, at start-up, and
+connected to each other (the loop only composes them)."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
+from connector.adapters.avro import AvroDecoder
+from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
+from connector.adapters.kafka_source import ConsumerFactory, KafkaSource
+from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
+from connector.core import backpressure
 from connector.core.batch import Batcher, body_overhead
 from connector.core.classify import OVERRIDABLE
+from connector.mapping import Mapper, mapper_for
 from connector.metrics import Metrics
+from connector.pipeline.checkpoint import Checkpoint
+from connector.pipeline.delivery import Delivery
+from connector.pipeline.lifecycle import Health
+from connector.pipeline.pausing import Backpressure, Pausing
 
 
 def public_params(settings: Settings) -> bytes:
@@ -68,4 +81,103 @@ def sink(
         budget=RetryBudget(http.retry.max_attempts, http.retry.give_up_after_s),
         rng=rng,
         metrics=metrics,
+    )
+
+
+def source(
+    settings: Settings,
+    decoder: AvroDecoder,
+    session: aiohttp.ClientSession,
+    checkpoint: Checkpoint,
+    pausing: Pausing,
+    consumer_factory: ConsumerFactory | None,
+) -> KafkaSource:
+    """The Kafka source; its rebalance and commit callbacks go to the checkpoint."""
+    kwargs: dict[str, Any] = {
+        "on_assign": checkpoint.on_assign,
+        "on_revoke": checkpoint.on_revoke,
+        "on_lost": checkpoint.on_lost,
+        "on_commit": checkpoint.acknowledged,
+    }
+    if consumer_factory is not None:
+        kwargs["consumer_factory"] = consumer_factory
+    if isinstance(decoder, ConfluentDecoder):
+        # Fetches each new writer schema before its chunk is decoded; while the registry
+        # is down it holds the chunk and pauses those partitions, never skips.
+        return SchemaGatedSource(
+            settings.kafka, decoder=decoder, session=session, holds=pausing, **kwargs
+        )
+    return KafkaSource(settings.kafka, **kwargs)
+
+
+@dataclass(frozen=True)
+class Rooms:
+    mapper: Mapper
+    dead_letters: DeadLetterWriter | None  # None unless dlq.on_invalid is "dlq"
+    checkpoint: Checkpoint
+    pausing: Pausing
+    backpressure: Backpressure
+    batcher: Batcher
+    sink: HttpSink
+    source: KafkaSource
+    delivery: Delivery
+    health: Health
+
+
+def build(
+    settings: Settings,
+    *,
+    decoder: AvroDecoder,
+    session: aiohttp.ClientSession,
+    token: Callable[[], str],
+    consumer_factory: ConsumerFactory | None,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    rng: random.Random | None,
+    metrics: Metrics,
+    dead_letters: DeadLetterWriter | None,
+    http_env: HttpEnv | None,
+    drain: Callable[[], Awaitable[int]],
+) -> Rooms:
+    """Every room, connected; ``drain`` is the loop's (flush the open batch, then wait)."""
+    if settings.dlq.on_invalid == "dlq" and dead_letters is None:
+        raise ValueError("dlq.on_invalid is 'dlq' but no dead-letter writer was given")
+    writer = dead_letters if settings.dlq.on_invalid == "dlq" else None
+    kafka = settings.kafka
+    checkpoint = Checkpoint(metrics, clock, commit_interval_s=kafka.commit_interval_ms / 1000)
+    pausing = Pausing()
+    http_sink = sink(settings, session, token, http_env, rng, metrics)
+    kafka_source = source(settings, decoder, session, checkpoint, pausing, consumer_factory)
+    delivery = Delivery(
+        http_sink,
+        writer,
+        metrics,
+        max_in_flight=settings.http.max_in_flight,
+        drain_timeout_s=settings.shutdown.drain_timeout_s,
+        clock=clock,
+        wall_clock=wall_clock,
+    )
+    checkpoint.attach(kafka_source, drain=drain, release=pausing.forget)
+    pausing.attach(kafka_source)
+    caps = backpressure.PendingCaps(kafka.max_pending_events, kafka.max_pending_per_partition)
+    return Rooms(
+        # Compiled once against the reader schema; MappingError here names the bad path.
+        mapper=mapper_for(settings.mapping, decoder.schema),
+        dead_letters=writer,
+        checkpoint=checkpoint,
+        pausing=pausing,
+        backpressure=Backpressure(pausing, caps, metrics),
+        batcher=batcher(settings, clock),
+        sink=http_sink,
+        source=kafka_source,
+        delivery=delivery,
+        health=Health(
+            delivery=delivery,
+            checkpoint=checkpoint,
+            source=kafka_source,
+            sink=http_sink,
+            dead_letters=writer,
+            drain_timeout_s=settings.shutdown.drain_timeout_s,
+            clock=clock,
+        ),
     )
