@@ -11,6 +11,11 @@ from connector.mapping.schema import RAW_LOGICAL_TYPE_KEY
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
+_LOGICAL_RANGES = {
+    "date": (-719_162, 2_932_896),  # days from 1970-01-01 to years 1 and 9999
+    "time-millis": (0, 86_399_999),
+    "time-micros": (0, 86_399_999_999),
+}
 
 
 def records(parsed_schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -42,6 +47,8 @@ def _for(node: Any, named: dict[str, Any], depth: int) -> st.SearchStrategy[Any]
         )
     if logical == "uuid":
         return st.uuids()
+    if logical in _LOGICAL_RANGES:  # what fastavro's readers can turn into a date or time
+        return st.integers(*_LOGICAL_RANGES[logical])
     if kind == "record":
         return st.fixed_dictionaries(
             {field["name"]: _for(field["type"], named, depth + 1) for field in node["fields"]}

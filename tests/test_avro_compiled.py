@@ -70,6 +70,10 @@ EVERY_CONSTRUCT = {
         },
         {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
         {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "clock_ms", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "clock_us", "type": {"type": "long", "logicalType": "time-micros"}},
+        {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
         {"name": "unknown_logical", "type": {"type": "int", "logicalType": "no-such-type"}},
     ],
 }

@@ -7,13 +7,21 @@ against 0.25 µs), which is real money at tens of thousands of records a second.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from connector.core.offsets import Receipt
+from typing import Protocol
 
 TopicPartition = tuple[str, int]
+
+
+class Resolver(Protocol):
+    """What resolves an event's offset once it is done: the tracker's Receipt
+    (connector.core.offsets). A protocol here, so records need not import the tracker."""
+
+    @property
+    def tp(self) -> TopicPartition: ...
+
+    def resolve(self, offsets: Iterable[int]) -> None: ...
 
 
 def fallback_uuid(topic: str, partition: int, offset: int) -> str:
@@ -54,7 +62,7 @@ class EncodedEvent:
     topic: str
     partition: int
     offset: int
-    receipt: Receipt  # resolves this event's offset in the tracker once it is done
+    receipt: Resolver  # resolves this event's offset in the tracker once it is done
     body: bytes
     timestamp_ms: int | None = None  # the Kafka record's timestamp, for end-to-end latency
     record: SourceRecord | None = None  # the original message, for the dead-letter topic

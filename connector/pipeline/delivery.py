@@ -14,8 +14,7 @@ from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_sink import HttpSink
 from connector.core.classify import Outcome
 from connector.core.errors import DataError, Stage
-from connector.core.offsets import Receipt
-from connector.core.records import Batch, EncodedEvent, SourceRecord
+from connector.core.records import Batch, EncodedEvent, Resolver, SourceRecord
 from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -76,12 +75,12 @@ class Delivery:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def dead_letter(self, record: SourceRecord, receipt: Receipt, failure: Failure) -> None:
+    def dead_letter(self, record: SourceRecord, receipt: Resolver, failure: Failure) -> None:
         """Write a record to the DLQ in the background; its offset resolves once acked."""
         self._spawn(self._write_dead_letter(record, receipt, failure), "dlq")
 
     async def _write_dead_letter(
-        self, record: SourceRecord, receipt: Receipt, failure: Failure
+        self, record: SourceRecord, receipt: Resolver, failure: Failure
     ) -> None:
         assert self._dead_letters is not None  # only called with a writer configured
         await self._dead_letters.write(record, failure)
@@ -98,7 +97,7 @@ class Delivery:
             result = await self._sink.send(batch)
         refused = {id(event) for event, _ in result.refused}
         now_ms = self._wall_clock() * 1000
-        by_receipt: dict[Receipt, list[int]] = {}
+        by_receipt: dict[Resolver, list[int]] = {}
         latencies: list[float] = []
         for event in batch.events:
             if refused and id(event) in refused:
