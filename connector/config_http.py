@@ -67,6 +67,21 @@ class SecretHeaderValue(_Section):
 HeaderValue = Annotated[StrictStr, Field(pattern=r"^[^\r\n\x00]*$")]
 
 
+class RateLimitSettings(_Section):
+    """A cap on what is sent, off unless a rate is set. Every request takes tokens
+    (retries, bisected parts and halt probes too) before it is sent. ``scope: group``
+    gives each member the cap * (partitions it owns / partitions of its topics)."""
+
+    events_per_s: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
+    requests_per_s: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    burst_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # the bucket holds this much of the rate
+    scope: Literal["group", "process"] = "group"
+
+    @property
+    def enabled(self) -> bool:
+        return self.events_per_s is not None or self.requests_per_s is not None
+
+
 class HttpSettings(_Section):
     url: Annotated[str, Field(pattern=_URL)] = "http://127.0.0.1:8080/v1/events/import"
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
@@ -93,6 +108,7 @@ class HttpSettings(_Section):
         Field(default_factory=dict)
     )
     compression: Literal["none", "gzip"] = "none"
+    rate_limit: RateLimitSettings = RateLimitSettings()
 
     @field_validator("status_overrides")
     @classmethod

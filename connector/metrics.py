@@ -157,6 +157,18 @@ class Metrics:
             "give_up_after_s) and were bisected, each part tried once.",
             registry=registry,
         )
+        self.rate_limit_share = Gauge(
+            p + "rate_limit_share",
+            "What this member may send per second under http.rate_limit (its share of a "
+            "group-wide cap), by unit: events or requests.",
+            ("unit",),
+            registry=registry,
+        )
+        self.rate_limit_wait = Counter(
+            p + "rate_limit_wait_seconds",
+            "Seconds requests waited for rate-limit tokens before being sent (summed).",
+            registry=registry,
+        )
         self.http_in_flight = Gauge(
             p + "http_requests_in_flight", "Requests awaiting an answer.", registry=registry
         )

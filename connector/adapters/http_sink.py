@@ -41,6 +41,7 @@ from connector.adapters.http_setup import (
     UnreadableBody,
     read_bounded,
 )
+from connector.adapters.rate_limit import RateLimiter
 from connector.adapters.send_gate import SendGate
 from connector.core.backoff import Backoff
 from connector.core.batch import render_body
@@ -118,6 +119,7 @@ class HttpSink:
         overrides: Mapping[int, Verdict] | None = None,
         body_overrides: Mapping[str, Verdict] | None = None,
         budget: RetryBudget = UNLIMITED,
+        limiter: RateLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -135,6 +137,7 @@ class HttpSink:
         self._overrides = dict(overrides or {})
         self._body_overrides = dict(body_overrides or {})
         self._budget = budget
+        self._limiter = limiter
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._monotonic = monotonic
@@ -277,6 +280,10 @@ class HttpSink:
                 await self.gate.wait(me)
                 if not (halted_before or self.gate.halted):
                     spent_s += clock() - waited_from  # a Retry-After hold counts; a halt not
+                if self._limiter is not None:
+                    # Every request takes tokens, retries and probes too: the vendor counts
+                    # them all. After the gate, so a Retry-After hold does not use them up.
+                    await self._limiter.acquire(len(events))
                 sent_at = clock()
                 outcome = await self.attempt(body)
                 attempt += 1

@@ -238,6 +238,21 @@ class KafkaSource:
             return None
         return int(found[0]), int(found[1])
 
+    async def partition_count(self, topics: Iterable[str]) -> int | None:
+        """Partitions of these topics together, from the brokers' metadata; None when a
+        topic is unknown or the brokers do not answer."""
+        total = 0
+        for topic in topics:
+            try:
+                metadata = await self._consumer.list_topics(topic, timeout=5)
+            except KafkaException:
+                return None
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                return None
+            total += len(found.partitions)
+        return total
+
     async def pause(self, tps: Iterable[TopicPartition]) -> None:
         await self._consumer.pause([KafkaTopicPartition(t, p) for t, p in tps])
 

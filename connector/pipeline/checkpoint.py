@@ -46,6 +46,7 @@ class Checkpoint:
         self._committer: Committer | None = None
         self._drain: Callable[[], Awaitable[int]] | None = None
         self._release: Callable[[list[TopicPartition]], None] = lambda _tps: None
+        self._rebalanced: list[Callable[[int], Awaitable[None]]] = []
         # Committed positions found on the broker at assignment, until we commit our own.
         self._committed_at_assign: dict[TopicPartition, int] = {}
         self._sent_at: float | None = None  # the asynchronous commit awaiting its answer
@@ -68,6 +69,15 @@ class Checkpoint:
         self._committer = committer
         self._drain = drain
         self._release = release
+
+    def on_rebalanced(self, listener: Callable[[int], Awaitable[None]]) -> None:
+        """``listener(partitions now owned)`` after every assignment change."""
+        self._rebalanced.append(listener)
+
+    async def _tell_rebalanced(self) -> None:
+        owned = len(self.tracker.assigned())
+        for listener in self._rebalanced:
+            await listener(owned)
 
     def start(self) -> None:
         """Start the commit and gauge schedules (the source has started)."""
@@ -178,6 +188,7 @@ class Checkpoint:
         if tps and self.first_assigned_at is None:
             self.first_assigned_at = self._clock()
         await self.assign(tps)
+        await self._tell_rebalanced()
 
     async def on_revoke(self, tps: list[TopicPartition]) -> None:
         """Hand partitions over cleanly: send what is open, wait, commit, forget."""
@@ -192,11 +203,13 @@ class Checkpoint:
         await self.commit(only=set(tps))
         log.info("partitions revoked: %s", fmt_partitions(tps))
         self.forget(tps, "revoke")
+        await self._tell_rebalanced()
 
     async def on_lost(self, tps: list[TopicPartition]) -> None:
         # Another member may already own them: committing now could move its offsets.
         log.warning("partitions lost (not revoked cleanly): %s", fmt_partitions(tps))
         self.forget(tps, "lost")
+        await self._tell_rebalanced()
 
     async def assign(self, tps: list[TopicPartition]) -> None:
         self.tracker.assign(tps)

@@ -17,6 +17,7 @@ from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
 from connector.adapters.kafka_source import ConsumerFactory, KafkaSource
+from connector.adapters.rate_limit import RateLimiter
 from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
 from connector.core import backpressure
@@ -28,6 +29,7 @@ from connector.pipeline.checkpoint import Checkpoint
 from connector.pipeline.delivery import Delivery
 from connector.pipeline.lifecycle import Health
 from connector.pipeline.pausing import Backpressure, Pausing
+from connector.pipeline.share import GroupShare
 
 
 def public_params(settings: Settings) -> bytes:
@@ -54,6 +56,7 @@ def sink(
     http_env: HttpEnv | None,
     rng: random.Random | None,
     metrics: Metrics,
+    limiter: RateLimiter | None = None,
 ) -> HttpSink:
     """The API's client: endpoint, network, classification overrides, retry budget."""
     http = settings.http
@@ -79,6 +82,7 @@ def sink(
             code: OVERRIDABLE[policy] for code, policy in http.body_code_overrides.items()
         },
         budget=RetryBudget(http.retry.max_attempts, http.retry.give_up_after_s),
+        limiter=limiter,
         rng=rng,
         metrics=metrics,
     )
@@ -146,8 +150,13 @@ def build(
     kafka = settings.kafka
     checkpoint = Checkpoint(metrics, clock, commit_interval_s=kafka.commit_interval_ms / 1000)
     pausing = Pausing()
-    http_sink = sink(settings, session, token, http_env, rng, metrics)
+    cap = settings.http.rate_limit
+    limiter = RateLimiter(cap, metrics=metrics, clock=clock) if cap.enabled else None
+    http_sink = sink(settings, session, token, http_env, rng, metrics, limiter)
     kafka_source = source(settings, decoder, session, checkpoint, pausing, consumer_factory)
+    if limiter is not None and cap.scope == "group":
+        share = GroupShare(limiter, kafka.topics, kafka_source.partition_count)
+        checkpoint.on_rebalanced(share.rebalanced)
     delivery = Delivery(
         http_sink,
         writer,
