@@ -148,6 +148,9 @@ EMPTY_STATS = {
     "max_batch": 0,
     "gzip_requests": 0,
     "failed_uuid_requests": 0,
+    "quota_refused": 0,
+    "max_queued": 0,
+    "max_concurrent": 0,
 }
 
 
@@ -653,6 +656,9 @@ async def test_faults_can_be_replaced_at_runtime(
         "gzip_bomb_mib": 0,
         "drop_connection": False,
         "fail_uuids": [],
+        "quota_events_per_s": None,
+        "quota_burst_s": 1.0,
+        "slots": None,
         "script_remaining": [],
     }
     new = {"script": [504, {"status": 200, "code": "403"}], "failure_status": 500}
@@ -997,6 +1003,9 @@ async def test_stats_add_up(http: aiohttp.ClientSession) -> None:
         "max_batch": 4,
         "gzip_requests": 0,
         "failed_uuid_requests": 0,
+        "quota_refused": 0,
+        "max_queued": 0,
+        "max_concurrent": 0,
     }
 
 
@@ -1305,6 +1314,9 @@ def test_faults_json_round_trip_with_every_setting() -> None:
         failure_code="OOPS",
         fail_uuids=["uuid-1"],
         gzip_bomb_mib=16,
+        quota_events_per_s=250,
+        quota_burst_s=0.5,
+        slots=4,
     )
     as_json = json.loads(json.dumps(faults.to_json()))
     assert as_json["script"] == [

@@ -39,7 +39,14 @@ check answers and nothing of the request is recorded:
    body code ``"400"`` when :attr:`Faults.refuse_with_200` is set;
 6. server error (:attr:`Faults.fail_uuids`): a valid request holding an event whose ``uuid``
    is listed is answered 500 ``{"code":"500","errorCode":"SYSTEM_ERROR","msg":"system busy"}``
-   and nothing of it is recorded (stat ``failed_uuid_requests``).
+   and nothing of it is recorded (stat ``failed_uuid_requests``);
+7. quota (:attr:`Faults.quota_events_per_s`, :mod:`~devtools.sandbox.flow`): one token
+   bucket of N events/s for all clients together, holding at most N x
+   :attr:`Faults.quota_burst_s` (full at start, when the quota is set or changed, and on
+   ``POST /reset``; refilled continuously by the state's monotonic ``clock``); a request of E
+   events takes E tokens, or, when the bucket holds fewer, is answered 429 ``Retry-After: 1``
+   ``{"code":"429","errorCode":"TOO_MANY_REQUESTS",...}`` and takes none (stat
+   ``quota_refused``).
 
 A request that passes is answered 200 ``{"code":"200","errorCode":"SUCCESS","msg":"ok"}`` and
 its events are recorded. Every answer of the import path uses the vendor body shape
@@ -50,6 +57,13 @@ its events are recorded. Every answer of the import path uses the vendor body sh
 times out or disconnects during the delay has in fact been accepted, and sends the batch again
 (the realistic source of at-least-once duplicates). Such a client leaves no error in the log.
 A very large latency (e.g. 600000, set at runtime through ``POST /faults``) is a hung endpoint.
+
+``slots`` (K, :mod:`~devtools.sandbox.flow`) handles at most K import requests at once; a
+request beyond them waits for a slot (first come, first served) and holds it for its whole
+handling, ``latency_ms`` included: with latency L, at most K/L requests/s, and the latency a
+client sees grows with its concurrency. ``GET /stats`` reports ``max_queued`` (most requests
+waiting at once) and ``max_concurrent`` (most holding a slot at once). A new ``slots`` set
+through ``POST /faults`` applies to requests that arrive after it.
 
 Random faults answer body code ``failure_code`` when it is set (default: the status), so
 ``failure_status=200, failure_code="500"`` is HTTP 200 with body
@@ -79,12 +93,18 @@ switches every fault off.
 
 Control endpoints (no token; loopback use only): ``GET /stats``, ``GET /events``,
 ``GET /uuids`` (accepted uuids, unique, sorted; kept even when events are not),
+``GET /order`` (``{key: [uuid, ...]}``: per key, the first identity's ``identityValue``, the
+uuids of accepted events in the order they were first accepted; an event accepted again is a
+duplicate, not listed twice; events without uuid are not listed; kept even when events are
+not),
 ``GET /requests[?since=EPOCH_S]`` (the last 100,000 requests of the import path:
 ``{"t": arrival time.time(), "status", "code", "events", "retry_after"}``), ``POST /reset``
-(clears stats, events, uuids and the request log, keeps the fault settings), ``GET /faults``
+(clears stats, events, uuids, the order and the request log, fills the quota's bucket up,
+keeps the fault settings), ``GET /faults``
 and ``POST /faults`` (replaces the fault settings; the script restarts from its first entry).
 
-``GET /stats`` also counts ``gzip_requests`` (import requests with a gzip body, any answer).
+``GET /stats`` also counts ``gzip_requests`` (import requests with a gzip body, any answer),
+``quota_refused``, ``max_queued`` and ``max_concurrent``.
 
 ``python -m devtools.sandbox`` takes the flags of ``event-sink sandbox`` plus
 ``--no-keep-events`` (count and keep uuids only, for long runs) and ``--tls-cert FILE
@@ -92,12 +112,14 @@ and ``POST /faults`` (replaces the fault settings; the script restarts from its 
 then it says ``listening on https://...``. In process: ``SandboxServer(...,
 ssl_context=...)``. Fault flags: ``--failure-code CODE``, ``--fail-uuids U1,U2``, and one of
 ``--redirect STATUS:URL``, ``--html-200``, ``--huge-body-mib N``, ``--gzip-bomb-mib N``,
-``--drop-connection``.
+``--drop-connection``. Flow flags: ``--quota-events-per-s N [--quota-burst-s S]`` and
+``--slots K``.
 
 The modules, by responsibility: :mod:`~devtools.sandbox.contract` (request validation),
 :mod:`~devtools.sandbox.faults` (the fault settings and their JSON),
 :mod:`~devtools.sandbox.world` (the odd answers), :mod:`~devtools.sandbox.bodies` (gzip
-request bodies), :mod:`~devtools.sandbox.tls`, :mod:`~devtools.sandbox.state` (counters,
+request bodies), :mod:`~devtools.sandbox.flow` (the quota's bucket and the slots),
+:mod:`~devtools.sandbox.tls`, :mod:`~devtools.sandbox.state` (counters,
 events, the answer to each request), :mod:`~devtools.sandbox.server` (the aiohttp app and
 server) and :mod:`~devtools.sandbox.cli` (the flags and ``python -m devtools.sandbox``).
 """

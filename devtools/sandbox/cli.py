@@ -63,11 +63,25 @@ def _latency(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < float("inf"):
+        raise ValueError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _slots(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``sandbox`` subcommand's flags (dests: host, port, token, path, failure_rate,
     failure_status, latency_ms, script, retry_after, refuse_event_keys, refuse_with_200,
     failure_code, fail_uuids, redirect, html_200, huge_body_mib, gzip_bomb_mib,
-    drop_connection)."""
+    drop_connection, quota_events_per_s, quota_burst_s, slots)."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
@@ -127,6 +141,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="UUID[,UUID...]",
         help="answer 500 to every valid request holding an event with one of these uuids",
     )
+    parser.add_argument(
+        "--quota-events-per-s",
+        type=_arg_type(_positive),
+        default=None,
+        metavar="N",
+        help="accept at most N events/s from all clients together (a token bucket); "
+        "beyond it answer 429 with Retry-After: 1",
+    )
+    parser.add_argument(
+        "--quota-burst-s",
+        type=_arg_type(_positive),
+        default=1.0,
+        metavar="S",
+        help="the quota's bucket holds N*S events, full at start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--slots",
+        type=_arg_type(_slots),
+        default=None,
+        metavar="K",
+        help="handle at most K requests at once (latency included); the others wait",
+    )
     odd = parser.add_mutually_exclusive_group()
     odd.add_argument(
         "--redirect",
@@ -175,6 +211,9 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
         huge_body_mib=ns.huge_body_mib,
         gzip_bomb_mib=ns.gzip_bomb_mib,
         drop_connection=ns.drop_connection,
+        quota_events_per_s=ns.quota_events_per_s,
+        quota_burst_s=ns.quota_burst_s,
+        slots=ns.slots,
     )
 
 
@@ -198,8 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls.add_tls_arguments(parser)
     ns = parser.parse_args(argv)
     ssl_context = tls.ssl_context_from_args(ns, parser)
+    try:
+        faults = faults_from_args(ns)
+    except ValueError as exc:  # settings that only fail together, e.g. the quota's bucket size
+        parser.error(str(exc))
     logs.configure("INFO", "plain", logs.Redactor([ns.token]))
-    faults = faults_from_args(ns)
 
     async def run() -> None:
         task = asyncio.current_task()

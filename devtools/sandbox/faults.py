@@ -102,6 +102,13 @@ class Faults:
     World faults (:mod:`devtools.sandbox.world`; at most one at a time): ``redirect``,
     ``html_200``, ``huge_body_mib``, ``gzip_bomb_mib``, ``drop_connection`` answer every
     request while set, before the script and random faults (the script is not consumed).
+
+    Flow (:mod:`devtools.sandbox.flow`): ``quota_events_per_s`` (None: off) is a token bucket
+    of that many events per second shared by all clients, holding at most
+    ``quota_events_per_s * quota_burst_s`` (starts full); a request that would be accepted
+    takes one token per event, or is answered 429 with ``Retry-After: 1`` when the bucket
+    holds too few (taking none). ``slots`` (None: off) handles at most that many requests at
+    once, ``latency_ms`` included; the others wait for a slot.
     """
 
     failure_rate: float = 0.0
@@ -118,6 +125,9 @@ class Faults:
     gzip_bomb_mib: int = 0
     drop_connection: bool = False
     fail_uuids: Sequence[str] = ()
+    quota_events_per_s: float | None = None
+    quota_burst_s: float = 1.0
+    slots: int | None = None
 
     def __post_init__(self) -> None:
         rate = self.failure_rate
@@ -141,6 +151,25 @@ class Faults:
         if type(self.refuse_with_200) is not bool:
             raise ValueError(f"refuse_with_200 must be a bool, got {self.refuse_with_200!r}")
         self._check_world_settings()
+        self._check_flow_settings()
+
+    def _check_flow_settings(self) -> None:
+        rate, burst = self.quota_events_per_s, self.quota_burst_s
+        if rate is not None:
+            if not _positive(rate):
+                raise ValueError(f"quota_events_per_s must be null or a number > 0, got {rate!r}")
+            object.__setattr__(self, "quota_events_per_s", float(rate))
+        if not _positive(burst):
+            raise ValueError(f"quota_burst_s must be a number > 0, got {burst!r}")
+        object.__setattr__(self, "quota_burst_s", float(burst))
+        if rate is not None and rate * burst < 1.0:
+            raise ValueError(
+                "quota_events_per_s * quota_burst_s must be at least 1 (the bucket must hold "
+                f"one event), got {rate!r} * {burst!r}"
+            )
+        slots = self.slots
+        if slots is not None and (type(slots) is not int or slots < 1):
+            raise ValueError(f"slots must be null or an integer >= 1, got {slots!r}")
 
     def _check_world_settings(self) -> None:
         code = self.failure_code
@@ -196,6 +225,9 @@ class Faults:
             "gzip_bomb_mib": self.gzip_bomb_mib,
             "drop_connection": self.drop_connection,
             "fail_uuids": list(self.fail_uuids),
+            "quota_events_per_s": self.quota_events_per_s,
+            "quota_burst_s": self.quota_burst_s,
+            "slots": self.slots,
         }
 
     @classmethod
@@ -235,10 +267,20 @@ _FAULT_KEYS = frozenset(
         "gzip_bomb_mib",
         "drop_connection",
         "fail_uuids",
+        "quota_events_per_s",
+        "quota_burst_s",
+        "slots",
     }
 )
 _WORLD_KEYS = ("redirect", "html_200", "huge_body_mib", "gzip_bomb_mib", "drop_connection")
 _STEP_KEYS = frozenset({"status", "code", "retry_after"})
+
+
+def _positive(value: object) -> bool:
+    """A finite number > 0 (JSON's true/false are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0.0 < value < float("inf")
 
 
 def _step_from_json(item: object) -> ScriptStep:

@@ -2,8 +2,9 @@
 
 ``POST <path>`` is the import path (answered by :class:`~devtools.sandbox.state.SandboxState`);
 the control endpoints (no token; loopback use only) are ``GET /stats``, ``GET /events``,
-``GET /uuids``, ``GET /requests[?since=EPOCH_S]``, ``POST /reset``, ``GET /faults`` and
-``POST /faults``.
+``GET /uuids``, ``GET /order``, ``GET /requests[?since=EPOCH_S]``, ``POST /reset``,
+``GET /faults`` and ``POST /faults``. With ``Faults.slots`` set, an import request holds one
+of the state's slots for its whole handling (body, decision, ``latency_ms``, answer).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiohttp import web
 from devtools.sandbox import world
 from devtools.sandbox.bodies import read_body
 from devtools.sandbox.faults import Faults
+from devtools.sandbox.flow import Clock
 from devtools.sandbox.state import SandboxState
 
 __all__ = ["DEFAULT_PATH", "STATE_KEY", "SandboxServer", "build_app", "serve"]
@@ -42,16 +44,23 @@ def build_app(
     faults: Faults | None = None,
     rng: random.Random | None = None,
     keep_events: bool = True,
+    clock: Clock = time.monotonic,
 ) -> web.Application:
-    """The sandbox app; its :class:`SandboxState` is ``app[STATE_KEY]``."""
-    state = SandboxState(faults, rng, keep_events=keep_events)
+    """The sandbox app; its :class:`SandboxState` is ``app[STATE_KEY]`` (``clock``: the
+    quota's, see :class:`SandboxState`)."""
+    state = SandboxState(faults, rng, keep_events=keep_events, clock=clock)
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     app[STATE_KEY] = state
 
     async def import_events(request: web.Request) -> web.StreamResponse:
         arrived = time.time()
+        # Slots as of arrival; a request beyond them waits here, before its body is read.
+        async with state.slots.hold(state.faults.slots):
+            return await handle_import(request, arrived)
+
+    async def handle_import(request: web.Request, arrived: float) -> web.StreamResponse:
         body, gzipped, body_error = await read_body(request, _CLIENT_MAX_SIZE)
-        latency_ms = state.faults.latency_ms  # settings as of arrival
+        latency_ms = state.faults.latency_ms  # settings as of its turn (a slot's, if any)
         token_ok = request.headers.get("X-Token") == token
         answer = state.handle(
             token_ok,
@@ -84,6 +93,9 @@ def build_app(
 
     async def get_uuids(request: web.Request) -> web.Response:
         return web.json_response(sorted(state.seen_uuids))
+
+    async def get_order(request: web.Request) -> web.Response:
+        return web.json_response(state.order)
 
     async def get_requests(request: web.Request) -> web.Response:
         raw = request.query.get("since")
@@ -124,6 +136,7 @@ def build_app(
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/events", get_events)
     app.router.add_get("/uuids", get_uuids)
+    app.router.add_get("/order", get_order)
     app.router.add_get("/requests", get_requests)
     app.router.add_post("/reset", post_reset)
     app.router.add_get("/faults", get_faults)
@@ -146,12 +159,15 @@ class SandboxServer:
         rng: random.Random | None = None,
         keep_events: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._host = host
         self._requested_port = port
         self._path = path
         self._ssl_context = ssl_context
-        self._app = build_app(token, path=path, faults=faults, rng=rng, keep_events=keep_events)
+        self._app = build_app(
+            token, path=path, faults=faults, rng=rng, keep_events=keep_events, clock=clock
+        )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 

@@ -1,9 +1,10 @@
-"""The sandbox's state: its counters, the accepted events and uuids, the request log,
-and the fault settings with the script's position.
+"""The sandbox's state: its counters, the accepted events and uuids, the per-key arrival
+order, the request log, the fault settings with the script's position, the quota's bucket
+and the request slots.
 
 :meth:`SandboxState.handle` decides the import path's answer to one request, in the order
-the package's docstring gives (faults, token, body, contract, refusals, failing uuids), and
-records what was accepted; it is synchronous, so no other request interleaves.
+the package's docstring gives (faults, token, body, contract, refusals, failing uuids,
+quota), and records what was accepted; it is synchronous, so no other request interleaves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from devtools.sandbox import world
 from devtools.sandbox.bodies import BodyError
 from devtools.sandbox.contract import ContractError, Event, check_request
 from devtools.sandbox.faults import Faults, ScriptStep
+from devtools.sandbox.flow import Clock, Slots, TokenBucket
 
 __all__ = ["REQUEST_LOG_SIZE", "Answer", "SandboxState", "SandboxStats"]
 
@@ -45,6 +47,9 @@ class SandboxStats:
     max_batch: int = 0  # largest accepted batch
     gzip_requests: int = 0  # requests with a gzip body (Content-Encoding: gzip), any answer
     failed_uuid_requests: int = 0  # valid requests answered 500 for Faults.fail_uuids
+    quota_refused: int = 0  # requests answered 429 by Faults.quota_events_per_s
+    max_queued: int = 0  # most requests waiting for one of Faults.slots at once
+    max_concurrent: int = 0  # most requests holding one of Faults.slots at once
 
 
 @dataclass
@@ -79,7 +84,11 @@ def _failure_body(code: str) -> dict[str, str]:
 
 
 class SandboxState:
-    """The one owner of the sandbox's stats, accepted events and fault settings."""
+    """The one owner of the sandbox's stats, accepted events and fault settings.
+
+    ``clock`` (default :func:`time.monotonic`) is what the quota's bucket refills by; tests
+    pass their own. ``slots`` is held by the server around each import request.
+    """
 
     def __init__(
         self,
@@ -88,12 +97,17 @@ class SandboxState:
         *,
         keep_events: bool = True,
         request_log_size: int = REQUEST_LOG_SIZE,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.rng = rng if rng is not None else random.Random()
         self.keep_events = keep_events
+        self.clock = clock
         self.stats = SandboxStats()
+        self.slots = Slots(lambda: self.stats)
         self._events: list[Event] = []
         self._uuids: set[str] = set()
+        self._order: dict[str, list[str]] = {}
+        self._bucket: TokenBucket | None = None
         self._requests: deque[dict[str, Any]] = deque(maxlen=request_log_size)
         self._faults = Faults()
         self._script: list[ScriptStep] = []
@@ -106,10 +120,22 @@ class SandboxState:
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        """Replace the fault settings; the script starts again from its first entry."""
+        """Replace the fault settings; the script starts again from its first entry, and the
+        quota's bucket starts full when the quota is switched on or changed."""
         self._faults = faults
         self._script = list(faults.steps)
         self._script_pos = 0
+        rate, burst = faults.quota_events_per_s, faults.quota_burst_s
+        bucket = self._bucket
+        if rate is None:
+            self._bucket = None
+        elif bucket is None or (bucket.rate, bucket.burst_s) != (rate, burst):
+            self._bucket = TokenBucket(rate, burst, self.clock)
+
+    @property
+    def quota_tokens(self) -> float | None:
+        """Tokens the quota's bucket holds now (None when the quota is off)."""
+        return None if self._bucket is None else self._bucket.tokens
 
     @property
     def script_remaining(self) -> list[ScriptStep]:
@@ -124,6 +150,12 @@ class SandboxState:
     def seen_uuids(self) -> frozenset[str]:
         return frozenset(self._uuids)
 
+    @property
+    def order(self) -> dict[str, list[str]]:
+        """Per key (the first identity's ``identityValue``), the uuids of accepted events in
+        the order they were first accepted (kept even when events are not)."""
+        return self._order
+
     def requests_log(self, since: float | None = None) -> list[dict[str, Any]]:
         """The newest :data:`REQUEST_LOG_SIZE` requests of the import path, oldest first;
         ``since`` keeps those that arrived at or after that ``time.time()``."""
@@ -135,11 +167,15 @@ class SandboxState:
         return asdict(self.stats)
 
     def reset(self) -> None:
-        """Clear stats and accepted events; fault settings and script position are kept."""
+        """Clear stats, accepted events, uuids, the order and the request log, and fill the
+        quota's bucket up; fault settings and script position are kept."""
         self.stats = SandboxStats()
         self._events = []
         self._uuids = set()
+        self._order = {}
         self._requests.clear()
+        if self._bucket is not None:
+            self._bucket.refill()
 
     def _next_fault(self) -> tuple[Answer | None, str | None]:
         """Consume this request's fault decision: (the fault's answer, or None for normal
@@ -183,6 +219,7 @@ class SandboxState:
         stats.events += len(events)
         stats.max_batch = max(stats.max_batch, len(events))
         seen = self._uuids
+        order = self._order
         duplicates = 0
         for event in events:
             uuid = event.get("uuid")
@@ -192,6 +229,12 @@ class SandboxState:
                 duplicates += 1
             else:
                 seen.add(uuid)
+                key = event["identities"][0]["identityValue"]
+                keyed = order.get(key)
+                if keyed is None:
+                    order[key] = [uuid]
+                else:
+                    keyed.append(uuid)
         stats.duplicates += duplicates
         stats.unique_uuids = len(seen)
         if self.keep_events:
@@ -235,7 +278,8 @@ class SandboxState:
             fault.events = _count_events(body)
             return fault
         answer = self._validate_and_record(token_ok, content_type, charset, body, body_error)
-        answer.retry_after = retry_after
+        if retry_after is not None:  # a passing step's Retry-After goes on whatever answers
+            answer.retry_after = retry_after
         return answer
 
     def _validate_and_record(
@@ -268,6 +312,10 @@ class SandboxState:
         if self._fails_uuid(events):
             self.stats.failed_uuid_requests += 1
             return Answer(500, dict(world.SYSTEM_BUSY), events=len(events))
+        if self._bucket is not None and not self._bucket.take(len(events)):
+            self.stats.quota_refused += 1
+            quota = _vendor_body("429", "events per second quota exceeded")
+            return Answer(429, quota, retry_after="1", events=len(events))
         self.record(events)
         return Answer(200, _OK, events=len(events))
 
