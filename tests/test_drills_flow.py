@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+from confluent_kafka import ConsumerGroupState
 from drills import Drill, DrillResult, SandboxProcess
 
 from connector.config import KafkaSettings
@@ -81,3 +83,69 @@ def test_kill_9_under_load_redelivers_at_most_the_unanswered_and_one_commit_inte
     assert result.lost == 0, f"{result.row()}\n{context}"
     assert result.delivered == result.produced, result.row()
     assert result.duplicates <= bound, f"{result.row()}\n{context}"
+
+
+def wait_members(d: Drill, members: int, partitions: int, timeout_s: float = 60.0) -> None:
+    """Until the group is stable with every member owning partitions and all of them owned:
+    the shares of the cap are then the steady ones."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            found = d.admin.describe_consumer_groups([d.group])[d.group].result(timeout=10)
+            owners = [m for m in found.members if m.assignment and m.assignment.topic_partitions]
+            owned = sum(len(m.assignment.topic_partitions) for m in owners)
+            if (
+                found.state == ConsumerGroupState.STABLE
+                and len(owners) == members
+                and owned == partitions
+            ):
+                return
+        except Exception:  # the group does not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{members} members did not share {partitions} partitions\n{d.context()}")
+
+
+def capped_group_run(d: Drill, *, quota: float, cap: float | None) -> dict[str, float]:
+    """Three members of one group against a sandbox whose quota is ``quota`` events/s for
+    all clients together, each member capped by ``http.rate_limit.events_per_s: cap``
+    (scope group), or uncapped. 40,000 events are produced once the three share the six
+    partitions. Returns the 429 share and the aggregate rate in steady state (after the
+    first second, which a full bucket may spend as a burst)."""
+    topic = d.topic(partitions=6)
+    sandbox = d.start_sandbox(latency_ms=20, quota_events_per_s=quota)
+    http: dict[str, Any] = {"retry": {"initial_backoff_ms": 200}}
+    if cap is not None:
+        http["rate_limit"] = {"events_per_s": cap}
+    config = d.config(topic, max_in_flight=8, http=http)
+    members = [d.start_connector(config) for _ in range(3)]
+    wait_members(d, 3, 6)
+    started = time.time()
+    produced = d.produce(topic, 40_000, seed=141)
+    d.wait_committed(produced, watch=members, timeout_s=180)
+    for member in members:
+        assert member.terminate() == 0, d.context()
+    log = sandbox.requests(since=started)
+    accepted = [e for e in log if e["status"] == 200 and e["code"] == "200"]
+    first, last = accepted[0]["t"], accepted[-1]["t"]
+    steady = [e for e in accepted if e["t"] > first + 1.0]
+    result = d.result(produced)
+    assert result.lost == 0, result.row()
+    return {
+        "requests": len(log),
+        "share_429": sum(1 for e in log if e["status"] == 429) / len(log),
+        "steady_rate": sum(e["events"] for e in steady) / (last - first - 1.0),
+        "duplicates": result.duplicates,
+    }
+
+
+def test_three_members_capped_at_90_percent_of_the_quota_stay_under_it(
+    kafka: KafkaCluster, tmp_path: Path
+) -> None:
+    quota = 6_000.0
+    cap = 0.9 * quota
+    with Drill("group-cap", tmp_path, kafka.bootstrap_servers) as d:
+        figures = capped_group_run(d, quota=quota, cap=cap)
+        print(f"\ngroup cap {cap:.0f}/s under a quota of {quota:.0f}/s: {figures}")
+    assert figures["share_429"] <= 0.01, figures
+    assert abs(figures["steady_rate"] - cap) <= 0.1 * cap, figures
