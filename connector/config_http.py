@@ -82,6 +82,16 @@ class RateLimitSettings(_Section):
         return self.events_per_s is not None or self.requests_per_s is not None
 
 
+class AdaptiveSettings(_Section):
+    """``http.concurrency: adaptive``: the limit moves between 1 and ``http.max_in_flight``
+    by AIMD (see connector/core/concurrency.py)."""
+
+    initial: Annotated[int, Field(ge=1, le=256)] = 1
+    decrease_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    rtt_deviation_scale: Annotated[float, Field(gt=0, le=100)] = 2.5
+    ewma_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.4
+
+
 class HttpSettings(_Section):
     url: Annotated[str, Field(pattern=_URL)] = "http://127.0.0.1:8080/v1/events/import"
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
@@ -109,6 +119,8 @@ class HttpSettings(_Section):
     )
     compression: Literal["none", "gzip"] = "none"
     rate_limit: RateLimitSettings = RateLimitSettings()
+    concurrency: Literal["fixed", "adaptive"] = "fixed"
+    adaptive: AdaptiveSettings = AdaptiveSettings()
 
     @field_validator("status_overrides")
     @classmethod
@@ -149,6 +161,15 @@ class HttpSettings(_Section):
                 raise ValueError(f"{name!r} is given twice (header names ignore case)")
             seen.add(lower)
         return value
+
+    @model_validator(mode="after")
+    def _initial_within_max(self) -> HttpSettings:
+        if self.adaptive.initial > self.max_in_flight:
+            raise ValueError(
+                f"http.adaptive.initial ({self.adaptive.initial}) is above "
+                f"http.max_in_flight ({self.max_in_flight}), the adaptive limit's maximum"
+            )
+        return self
 
     @model_validator(mode="after")
     def _client_cert_pairs(self) -> HttpSettings:

@@ -169,6 +169,11 @@ class Metrics:
             "Seconds requests waited for rate-limit tokens before being sent (summed).",
             registry=registry,
         )
+        self.concurrency_limit = Gauge(
+            p + "http_concurrency_limit",
+            "Requests that may be in flight now: http.max_in_flight, or the adaptive limit.",
+            registry=registry,
+        )
         self.http_in_flight = Gauge(
             p + "http_requests_in_flight", "Requests awaiting an answer.", registry=registry
         )

@@ -120,6 +120,7 @@ class HttpSink:
         body_overrides: Mapping[str, Verdict] | None = None,
         budget: RetryBudget = UNLIMITED,
         limiter: RateLimiter | None = None,
+        observer: Callable[[float, Outcome], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -138,6 +139,7 @@ class HttpSink:
         self._body_overrides = dict(body_overrides or {})
         self._budget = budget
         self._limiter = limiter
+        self._observer = observer  # told every answer and its RTT (adaptive concurrency)
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._monotonic = monotonic
@@ -163,8 +165,11 @@ class HttpSink:
         finally:
             if metrics is not None:
                 metrics.http_in_flight.dec()
+        rtt = self._monotonic() - started
+        if self._observer is not None:
+            self._observer(rtt, outcome)
         if metrics is not None:
-            metrics.http_duration.observe(self._monotonic() - started)
+            metrics.http_duration.observe(rtt)
             metrics.http_requests.labels(status_class(outcome.status)).inc()
             metrics.batches_sent.labels(outcome.verdict.value).inc()
         if outcome.reason == "body_code_unknown":

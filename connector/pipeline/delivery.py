@@ -1,4 +1,4 @@
-"""Delivery: batches sent to the API with at most ``http.max_in_flight`` in flight, the
+"""Delivery: batches sent to the API with at most the slots' limit in flight, the
 delivered events' receipts resolved, the refused ones dead-lettered (or the run stopped),
 and the drain of a revoke or a shutdown."""
 
@@ -16,6 +16,7 @@ from connector.core.classify import Outcome
 from connector.core.errors import DataError, Stage
 from connector.core.records import Batch, EncodedEvent, Resolver, SourceRecord
 from connector.metrics import Metrics
+from connector.pipeline.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Delivery:
         dead_letters: DeadLetterWriter | None,
         metrics: Metrics,
         *,
-        max_in_flight: int,
+        slots: Slots,
         drain_timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -54,7 +55,7 @@ class Delivery:
         self._sink = sink
         self._dead_letters = dead_letters
         self.metrics = metrics
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = slots
         self._drain_timeout_s = drain_timeout_s
         self._clock = clock
         self._wall_clock = wall_clock
@@ -66,7 +67,7 @@ class Delivery:
         return len(self._tasks)
 
     def dispatch(self, batch: Batch) -> None:
-        """Send a batch in the background, at most ``max_in_flight`` at once."""
+        """Send a batch in the background, at most the slots' limit at once."""
         self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

@@ -23,6 +23,7 @@ from connector.config import Settings
 from connector.core import backpressure
 from connector.core.batch import Batcher, body_overhead
 from connector.core.classify import OVERRIDABLE
+from connector.core.concurrency import AdaptiveLimit, AimdSettings
 from connector.mapping import Mapper, mapper_for
 from connector.metrics import Metrics
 from connector.pipeline.checkpoint import Checkpoint
@@ -30,6 +31,7 @@ from connector.pipeline.delivery import Delivery
 from connector.pipeline.lifecycle import Health
 from connector.pipeline.pausing import Backpressure, Pausing
 from connector.pipeline.share import GroupShare
+from connector.pipeline.slots import Slots
 
 
 def public_params(settings: Settings) -> bytes:
@@ -57,6 +59,7 @@ def sink(
     rng: random.Random | None,
     metrics: Metrics,
     limiter: RateLimiter | None = None,
+    slots: Slots | None = None,
 ) -> HttpSink:
     """The API's client: endpoint, network, classification overrides, retry budget."""
     http = settings.http
@@ -83,9 +86,27 @@ def sink(
         },
         budget=RetryBudget(http.retry.max_attempts, http.retry.give_up_after_s),
         limiter=limiter,
+        observer=slots.observe if slots is not None else None,
         rng=rng,
         metrics=metrics,
     )
+
+
+def in_flight_slots(settings: Settings, metrics: Metrics, clock: Callable[[], float]) -> Slots:
+    http = settings.http
+    adaptive = None
+    if http.concurrency == "adaptive":
+        knobs = http.adaptive
+        adaptive = AdaptiveLimit(
+            AimdSettings(
+                initial=knobs.initial,
+                maximum=http.max_in_flight,
+                decrease_ratio=knobs.decrease_ratio,
+                rtt_deviation_scale=knobs.rtt_deviation_scale,
+                ewma_alpha=knobs.ewma_alpha,
+            )
+        )
+    return Slots(http.max_in_flight, adaptive=adaptive, metrics=metrics, clock=clock)
 
 
 def source(
@@ -152,7 +173,8 @@ def build(
     pausing = Pausing()
     cap = settings.http.rate_limit
     limiter = RateLimiter(cap, metrics=metrics, clock=clock) if cap.enabled else None
-    http_sink = sink(settings, session, token, http_env, rng, metrics, limiter)
+    slots = in_flight_slots(settings, metrics, clock)
+    http_sink = sink(settings, session, token, http_env, rng, metrics, limiter, slots)
     kafka_source = source(settings, decoder, session, checkpoint, pausing, consumer_factory)
     if limiter is not None and cap.scope == "group":
         share = GroupShare(limiter, kafka.topics, kafka_source.partition_count)
@@ -161,7 +183,7 @@ def build(
         http_sink,
         writer,
         metrics,
-        max_in_flight=settings.http.max_in_flight,
+        slots=slots,
         drain_timeout_s=settings.shutdown.drain_timeout_s,
         clock=clock,
         wall_clock=wall_clock,

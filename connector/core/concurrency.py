@@ -1,0 +1,129 @@
+"""Adaptive concurrency: how many requests may be in flight, by AIMD on the API's answers,
+the way Vector's adaptive request concurrency (ARC) does. Pure: time is passed in.
+
+Answers are gathered in windows one mean round-trip time long. At a window's end:
+- the limit grows by 1 if it was reached during the window, no answer signalled back
+  pressure, and the window's mean RTT is at or below the moving mean;
+- it is multiplied by ``decrease_ratio`` (rounded down, at least 1) on back pressure (429,
+  any 5xx status or body code, a timeout, a connection error) or when the window's RTT is
+  above the moving mean + ``rtt_deviation_scale`` standard deviations (and 1 % of it).
+The moving mean and variance are exponentially weighted (``ewma_alpha``). Only delivered
+answers are RTT measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connector.core.classify import Outcome, Verdict
+
+
+@dataclass(frozen=True)
+class AimdSettings:
+    initial: int = 1
+    maximum: int = 8
+    decrease_ratio: float = 0.9
+    rtt_deviation_scale: float = 2.5
+    ewma_alpha: float = 0.4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.initial <= self.maximum:
+            raise ValueError("the initial limit must be within 1..maximum")
+        if not 0 < self.decrease_ratio < 1 or not 0 < self.ewma_alpha < 1:
+            raise ValueError("decrease_ratio and ewma_alpha must be within (0, 1)")
+        if self.rtt_deviation_scale <= 0:
+            raise ValueError("rtt_deviation_scale must be positive")
+
+
+def is_back_pressure(outcome: Outcome) -> bool:
+    """429, any 5xx (HTTP status or an HTTP 200's body code), a timeout, no connection."""
+    if outcome.verdict is not Verdict.RETRY:
+        return False
+    status, code = outcome.status, outcome.code or ""
+    if status == 429 or (status is not None and 500 <= status <= 599):
+        return True
+    if (len(code) == 3 and code.startswith("5")) or code == "429":
+        return True
+    return outcome.reason == "timeout" or outcome.reason.startswith("connection:")
+
+
+class AdaptiveLimit:
+    def __init__(self, settings: AimdSettings) -> None:
+        self._settings = settings
+        self.limit = settings.initial
+        self.in_flight = 0
+        self._mean: float | None = None  # moving mean of the windows' RTT
+        self._variance = 0.0
+        self._next_update = 0.0
+        self._window_sum = 0.0
+        self._window_count = 0
+        self._back_pressure = False
+        self._reached = False
+
+    def started(self) -> None:
+        """A request goes out."""
+        self.in_flight += 1
+        if self.in_flight >= self.limit:
+            self._reached = True
+
+    def answered(self, rtt_s: float | None, *, back_pressure: bool, now: float) -> int:
+        """One answer (an attempt: a retry is one too): its RTT if it was a delivery, and
+        whether it signalled back pressure. Returns the limit from now on.
+
+        Windows close on answers, not on finished requests: a batch retried through a storm
+        of 429s holds its slot the whole time, and the limit must fall meanwhile."""
+        if back_pressure:
+            self._back_pressure = True
+        if rtt_s is not None:
+            self._window_sum += rtt_s
+            self._window_count += 1
+        current = self._window_sum / self._window_count if self._window_count else None
+        if self._mean is None:
+            if current is not None:  # the first measurement: the reference starts here
+                self._mean = current
+                self._next_update = now + current
+                self._reset()
+            return self.limit
+        if now < self._next_update:
+            return self.limit
+        self._manage(current)
+        if current is not None:
+            self._update_moving(current)
+        self._next_update = now + self._mean
+        self._reset()
+        return self.limit
+
+    def finished(self) -> None:
+        """A request is done (after all its answers)."""
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def _manage(self, current: float | None) -> None:
+        settings, mean = self._settings, self._mean
+        assert mean is not None
+        # At least 1 % of the mean: a near-constant RTT must not trigger on rounding.
+        threshold = max(self._variance**0.5 * settings.rtt_deviation_scale, 0.01 * mean)
+        tolerance = 1e-9 * mean  # float rounding of an equal RTT is not "slower"
+        if (
+            self.limit < settings.maximum
+            and self._reached
+            and not self._back_pressure
+            and current is not None
+            and current <= mean + tolerance
+        ):
+            self.limit += 1
+        elif self.limit > 1 and (
+            self._back_pressure or (current is not None and current > mean + threshold)
+        ):
+            self.limit = max(1, int(self.limit * settings.decrease_ratio))
+
+    def _update_moving(self, point: float) -> None:
+        assert self._mean is not None
+        alpha = self._settings.ewma_alpha
+        difference = point - self._mean
+        increment = alpha * difference
+        self._mean += increment
+        self._variance = (1 - alpha) * (self._variance + difference * increment)
+
+    def _reset(self) -> None:
+        self._window_sum, self._window_count = 0.0, 0
+        self._back_pressure = self._reached = False
