@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from connector.config_http import (  # noqa: F401  (re-exported)
+    DeliverySettings,
     HttpSettings,
     RetrySettings,
     SecretHeaderValue,
@@ -213,6 +214,7 @@ class Settings(_Section):
     source: SourceSettings = SourceSettings()
     batch: BatchSettings = BatchSettings()
     http: HttpSettings = HttpSettings()
+    delivery: DeliverySettings = DeliverySettings()
     dlq: DlqSettings = DlqSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()

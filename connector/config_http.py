@@ -176,3 +176,12 @@ class HttpSettings(_Section):
         if (self.client_cert_file is None) != (self.client_key_file is None):
             raise ValueError("set both http.client_cert_file and http.client_key_file, or neither")
         return self
+
+
+class DeliverySettings(_Section):
+    """``delivery.ordering``: ``none`` sends batches in parallel whatever they hold (a
+    retried batch is overtaken); ``partition`` keeps one open batch per partition and at
+    most one request of a partition on the wire, so events of one Kafka key keep their
+    order (other partitions still go in parallel)."""
+
+    ordering: Literal["none", "partition"] = "none"

@@ -336,6 +336,11 @@ class SandboxProcess(_ChildProcess):
         """Every uuid the sandbox accepted (unique)."""
         return set(self._call("GET", "/uuids", timeout_s=120.0))
 
+    def order(self) -> dict[str, list[str]]:
+        """Per key (the first identity's value), accepted uuids in first-arrival order."""
+        result: dict[str, list[str]] = self._call("GET", "/order", timeout_s=120.0)
+        return result
+
     def requests(self, since: float | None = None) -> list[dict[str, Any]]:
         """The request log: ``{"t", "status", "code", "events", "retry_after"}`` per POST."""
         query = "" if since is None else f"?since={since!r}"

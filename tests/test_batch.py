@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.core.batch import Batcher, body_overhead, render_body
+from connector.core.batch import Batcher, PartitionedBatcher, body_overhead, render_body
 from connector.core.records import Batch, EncodedEvent
 
 PUBLIC = b'{"isMatching":1,"matchingType":1}'
@@ -132,3 +132,49 @@ def test_chunks_batch_exactly_as_events_one_by_one(
     assert (tail is None) == (expected_tail is None)
     if tail is not None and expected_tail is not None:
         assert (tail.events, tail.size_bytes) == (expected_tail.events, expected_tail.size_bytes)
+
+
+def tp_event(partition: int, offset: int, size: int = 10) -> EncodedEvent:
+    body = json.dumps({"uuid": f"{partition}-{offset}", "pad": "x" * size}).encode()
+    return EncodedEvent("t", partition, offset, 1, body)
+
+
+@given(
+    stream=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 800)), min_size=1, max_size=300),
+    max_events=st.integers(min_value=1, max_value=40),
+    chunk=st.integers(min_value=1, max_value=50),
+)
+def test_partitioned_batches_hold_one_partition_each_in_order(
+    stream: list[tuple[int, int]], max_events: int, chunk: int
+) -> None:
+    # delivery.ordering: partition — no request mixes partitions; within a partition the
+    # batches hold its events in read order, every event exactly once.
+    clock = FakeClock()
+    b = PartitionedBatcher(
+        max_events=max_events,
+        max_bytes=4000,
+        linger_s=0.5,
+        overhead_bytes=body_overhead(PUBLIC),
+        clock=clock,
+    )
+    next_offset = [0, 0, 0, 0]
+    events = []
+    for partition, size in stream:
+        events.append(tp_event(partition, next_offset[partition], size))
+        next_offset[partition] += 1
+    batches: list[Batch] = []
+    for start in range(0, len(events), chunk):
+        batches += b.add_many(events[start : start + chunk])
+    clock.now += 1.0
+    while (batch := b.poll()) is not None:
+        batches.append(batch)
+    assert b.flush() is None
+    per_partition: dict[int, list[int]] = {}
+    for batch in batches:
+        assert len({e.partition for e in batch.events}) == 1
+        assert 1 <= len(batch.events) <= max_events
+        assert batch.size_bytes == len(render_body(PUBLIC, batch.events))
+        for e in batch.events:
+            per_partition.setdefault(e.partition, []).append(e.offset)
+    assert per_partition == {p: list(range(n)) for p, n in enumerate(next_offset) if n}
+    assert len({batch.batch_id for batch in batches}) == len(batches)

@@ -5,16 +5,21 @@ constant, and reports its row to ``$EVENT_SINK_DRILL_REPORT`` when set (tests/dr
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState
-from drills import Drill, DrillResult, SandboxProcess
+from confluent_kafka import ConsumerGroupState, Producer
+from drills import SCHEMA, Drill, DrillResult, Produced, SandboxProcess
 
+from connector.adapters.avro import load_schema
 from connector.config import KafkaSettings
 from devtools.kafka import KafkaCluster
+from devtools.samples import encode, sample_events
+
+POISON = "c_poison"  # an event key the sandbox refuses: bisection isolates it
 
 
 def accepted_events(sandbox: SandboxProcess, since: float, until: float) -> int:
@@ -211,3 +216,95 @@ def test_adaptive_concurrency_settles_near_the_apis_slots_and_backs_off_under_42
     assert storm[-1] <= storm[0] / 2, (storm, table)  # at least halved within 3 s
     assert result.lost == 0, result.row()
     assert result.delivered == produced.count, result.row()
+
+
+def produce_keyed(
+    d: Drill, topic: str, count: int, *, users: int, poison_every: int, seed: int
+) -> tuple[Produced, dict[str, list[str]]]:
+    """``count`` sample events keyed by user (the Kafka key and the first identity's
+    value, which the sandbox orders by); every ``poison_every``-th has the event key the
+    sandbox refuses. Returns what was produced and, per user, the uuids the API should get,
+    in the order produced (the poison ones are dead-lettered instead)."""
+    schema = load_schema(SCHEMA)
+    rng = random.Random(seed)
+    producer = Producer({"bootstrap.servers": d.bootstrap, "enable.idempotence": True})
+    produced, expected = Produced(topic), {}
+    ends: dict[tuple[str, int], int] = {}
+    failures: list[str] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+        else:
+            key = (message.topic(), message.partition())
+            ends[key] = max(ends.get(key, 0), message.offset() + 1)
+
+    for index, record in enumerate(sample_events(count, seed, int(time.time() * 1000))):
+        user = f"user-{rng.randrange(users):03d}"
+        record["identities"] = [
+            {"type": "phone", "value": user, "platform": None, "mpid": None,
+             "is_wechat_ecosystem": None}
+        ]  # fmt: skip
+        if index % poison_every == poison_every - 1:
+            record["event_key"] = POISON
+        else:
+            expected.setdefault(user, []).append(record["event_id"])
+        produced.uuids.add(record["event_id"])
+        producer.produce(
+            topic, key=user.encode(), value=encode(schema, record), on_delivery=delivered
+        )
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not failures, failures
+    produced.end_offsets.update(ends)
+    return produced, expected
+
+
+def order_violations(got: dict[str, list[str]], expected: dict[str, list[str]]) -> int:
+    """Per user, the accepted uuids that arrived after one produced later than them."""
+    violations = 0
+    for user, uuids in got.items():
+        rank = {uuid: index for index, uuid in enumerate(expected.get(user, []))}
+        latest = -1
+        for uuid in uuids:
+            if rank[uuid] < latest:
+                violations += 1
+            latest = max(latest, rank[uuid])
+    return violations
+
+
+def ordered_run(d: Drill, ordering: str, failure_rate: float = 0.3) -> dict[str, float]:
+    """``failure_rate`` of the requests answered 503, a refused event every 500 (bisected
+    out, to the DLQ); 10,000 events of 50 users on 6 partitions."""
+    topic = d.topic(partitions=6)
+    dlq = d.topic(partitions=1, stem="dlq")
+    produced, expected = produce_keyed(d, topic, 10_000, users=50, poison_every=500, seed=161)
+    sandbox = d.start_sandbox(latency_ms=20, failure_rate=failure_rate, refuse_event_keys=[POISON])
+    config = d.config(
+        topic,
+        max_in_flight=8,
+        batch={"max_events": 100},
+        delivery={"ordering": ordering},
+        dlq={"topic": dlq, "on_invalid": "dlq"},
+    )
+    connector = d.start_connector(config)
+    d.wait_committed(produced, watch=[connector], timeout_s=180)
+    assert connector.terminate() == 0, d.context()
+    log = [e for e in sandbox.requests() if e["status"] == 200 and e["code"] == "200"]
+    result = d.result(produced, dlq_topic=dlq)
+    assert result.lost == 0, result.row()
+    assert result.dlq == 10_000 // 500, result.row()
+    return {
+        "violations": order_violations(sandbox.order(), expected),
+        "events_per_s": sum(e["events"] for e in log) / (log[-1]["t"] - log[0]["t"]),
+        "requests": len(sandbox.requests()),
+    }
+
+
+def test_ordering_by_partition_keeps_every_users_order_through_503s_and_bisection(
+    kafka: KafkaCluster, tmp_path: Path
+) -> None:
+    with Drill("ordering", tmp_path, kafka.bootstrap_servers) as d:
+        figures = ordered_run(d, "partition")
+    print(f"\nordering: partition under 30 % 503s and a bisection: {figures}")
+    assert figures["violations"] == 0, figures

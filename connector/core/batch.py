@@ -7,9 +7,10 @@ to share a request goes alone in a batch of its own (never dropped).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from connector.core.records import Batch, EncodedEvent
+from connector.core.records import Batch, EncodedEvent, TopicPartition
 
 
 def body_overhead(public_params_json: bytes) -> int:
@@ -41,6 +42,7 @@ class Batcher:
         linger_s: float,
         overhead_bytes: int,
         clock: Callable[[], float],
+        ids: Iterator[int] | None = None,
     ) -> None:
         if not 1 <= max_events <= 500:
             raise ValueError("max_events must be within 1..500 (the API's limit)")
@@ -52,7 +54,7 @@ class Batcher:
         self._events: list[EncodedEvent] = []
         self._size = overhead_bytes
         self._opened_at = 0.0
-        self._next_id = 0
+        self._ids = ids if ids is not None else itertools.count()
 
     def __len__(self) -> int:
         return len(self._events)
@@ -108,8 +110,82 @@ class Batcher:
         return self._close() if self._events else None
 
     def _close(self) -> Batch:
-        batch = Batch(self._next_id, tuple(self._events), self._size)
-        self._next_id += 1
+        batch = Batch(next(self._ids), tuple(self._events), self._size)
         self._events = []
         self._size = self._overhead
         return batch
+
+
+class PartitionedBatcher:
+    """``delivery.ordering: partition``: one open batch per partition, so a request holds
+    one partition's events; each closes by the same limits as :class:`Batcher`'s."""
+
+    def __init__(
+        self,
+        *,
+        max_events: int,
+        max_bytes: int,
+        linger_s: float,
+        overhead_bytes: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._limits = (max_events, max_bytes, linger_s, overhead_bytes)
+        self._ids = itertools.count()  # shared: batch ids stay unique across partitions
+        self._clock = clock
+        self._open: dict[TopicPartition, Batcher] = {}
+
+    def _new(self) -> Batcher:
+        max_events, max_bytes, linger_s, overhead_bytes = self._limits
+        return Batcher(
+            max_events=max_events,
+            max_bytes=max_bytes,
+            linger_s=linger_s,
+            overhead_bytes=overhead_bytes,
+            clock=self._clock,
+            ids=self._ids,
+        )
+
+    def __len__(self) -> int:
+        return sum(len(batcher) for batcher in self._open.values())
+
+    def add_many(self, events: Sequence[EncodedEvent]) -> list[Batch]:
+        closed: list[Batch] = []
+        start = 0
+        # A consume chunk comes in runs of one partition: one call per run.
+        for end in range(1, len(events) + 1):
+            if end == len(events) or (events[end].topic, events[end].partition) != (
+                events[start].topic,
+                events[start].partition,
+            ):
+                tp = (events[start].topic, events[start].partition)
+                batcher = self._open.get(tp)
+                if batcher is None:
+                    batcher = self._open[tp] = self._new()
+                closed += batcher.add_many(events[start:end])
+                start = end
+        return closed
+
+    def add(self, event: EncodedEvent) -> list[Batch]:
+        return self.add_many((event,))
+
+    def deadline(self) -> float | None:
+        deadlines = [d for b in self._open.values() if (d := b.deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def poll(self) -> Batch | None:
+        """One batch whose linger passed (call again for the next)."""
+        for tp, batcher in list(self._open.items()):
+            batch = batcher.poll()
+            if batch is not None:
+                del self._open[tp]
+                return batch
+        return None
+
+    def flush(self) -> Batch | None:
+        """One open batch, closed now (call again until None)."""
+        for tp, batcher in list(self._open.items()):
+            batch = batcher.flush()
+            del self._open[tp]
+            if batch is not None:
+                return batch
+        return None

@@ -115,8 +115,7 @@ class Connector:
                 )
                 if records:
                     self._ingest(records)
-                batch = self._batcher.poll()
-                if batch is not None:
+                while (batch := self._batcher.poll()) is not None:
                     self._delivery.dispatch(batch)
                 await self._checkpoint.tick(
                     consumed=bool(records), brokers_down=self._source.brokers_down
@@ -168,8 +167,7 @@ class Connector:
 
     async def _flush_and_drain(self) -> int:
         """Send the open batch, then wait for in-flight work (see Delivery.drain)."""
-        batch = self._batcher.flush()
-        if batch is not None:
+        while (batch := self._batcher.flush()) is not None:
             self._delivery.dispatch(batch)
         return await self._delivery.drain()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,7 +15,7 @@ from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_sink import HttpSink
 from connector.core.classify import Outcome
 from connector.core.errors import DataError, Stage
-from connector.core.records import Batch, EncodedEvent, Resolver, SourceRecord
+from connector.core.records import Batch, EncodedEvent, Resolver, SourceRecord, TopicPartition
 from connector.metrics import Metrics
 from connector.pipeline.slots import Slots
 
@@ -49,6 +50,7 @@ class Delivery:
         *,
         slots: Slots,
         drain_timeout_s: float,
+        ordered: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -61,14 +63,38 @@ class Delivery:
         self._wall_clock = wall_clock
         self._tasks: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
+        # delivery.ordering: partition — each partition's batches wait in its queue, and
+        # one task per partition sends them one after the other.
+        self._ordered = ordered
+        self._queues: dict[TopicPartition, deque[Batch]] = {}
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
     def dispatch(self, batch: Batch) -> None:
-        """Send a batch in the background, at most the slots' limit at once."""
-        self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
+        """Send a batch in the background, at most the slots' limit at once; with
+        ordering, after the partition's batches before it are done."""
+        if not self._ordered:
+            self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
+            return
+        first = batch.events[0]
+        tp = (first.topic, first.partition)
+        queue = self._queues.get(tp)
+        if queue is not None:
+            queue.append(batch)  # its partition's sender picks it up in turn
+            return
+        self._queues[tp] = deque([batch])
+        self._spawn(self._send_in_order(tp), f"partition-{tp[0]}-{tp[1]}")
+
+    async def _send_in_order(self, tp: TopicPartition) -> None:
+        queue = self._queues[tp]
+        try:
+            while queue:
+                await self._deliver(queue[0])  # retried and bisected before the next one
+                queue.popleft()
+        finally:
+            del self._queues[tp]  # what is left (a failure, a cancel) stays uncommitted
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run tracked work: shutdown and revoke wait for it; its failure stops the loop."""

@@ -21,7 +21,7 @@ from connector.adapters.rate_limit import RateLimiter
 from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import Settings
 from connector.core import backpressure
-from connector.core.batch import Batcher, body_overhead
+from connector.core.batch import Batcher, PartitionedBatcher, body_overhead
 from connector.core.classify import OVERRIDABLE
 from connector.core.concurrency import AdaptiveLimit, AimdSettings
 from connector.mapping import Mapper, mapper_for
@@ -41,8 +41,11 @@ def public_params(settings: Settings) -> bytes:
     ).encode()
 
 
-def batcher(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Batcher:
-    return Batcher(
+def batcher(
+    settings: Settings, clock: Callable[[], float] = time.monotonic
+) -> Batcher | PartitionedBatcher:
+    kind = PartitionedBatcher if settings.delivery.ordering == "partition" else Batcher
+    return kind(
         max_events=settings.batch.max_events,
         max_bytes=settings.batch.max_bytes,
         linger_s=settings.batch.linger_ms / 1000,
@@ -142,7 +145,7 @@ class Rooms:
     checkpoint: Checkpoint
     pausing: Pausing
     backpressure: Backpressure
-    batcher: Batcher
+    batcher: Batcher | PartitionedBatcher
     sink: HttpSink
     source: KafkaSource
     delivery: Delivery
@@ -185,6 +188,7 @@ def build(
         metrics,
         slots=slots,
         drain_timeout_s=settings.shutdown.drain_timeout_s,
+        ordered=settings.delivery.ordering == "partition",
         clock=clock,
         wall_clock=wall_clock,
     )

@@ -1,0 +1,92 @@
+"""delivery.ordering: one request of a partition at a time, in order; others in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import cast
+
+from prometheus_client import CollectorRegistry
+
+from connector.adapters.http_sink import HttpSink, SendReport
+from connector.core.offsets import OffsetTracker
+from connector.core.records import Batch, EncodedEvent
+from connector.metrics import Metrics
+from connector.pipeline.delivery import Delivery
+from connector.pipeline.slots import Slots
+
+
+class SlowSink:
+    """Answers each batch after a random delay (a retried batch takes longest) and records
+    what was on the wire at once."""
+
+    halted = False
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self.on_wire: dict[int, int] = {}  # partition -> requests in flight now
+        self.most_at_once: dict[int, int] = {}
+        self.sent: dict[int, list[int]] = {}  # partition -> batch ids, in send order
+        self.parallel = 0
+        self.most_parallel = 0
+
+    async def send(self, batch: Batch) -> SendReport:
+        partition = batch.events[0].partition
+        self.on_wire[partition] = self.on_wire.get(partition, 0) + 1
+        self.most_at_once[partition] = max(
+            self.most_at_once.get(partition, 0), self.on_wire[partition]
+        )
+        self.parallel += 1
+        self.most_parallel = max(self.most_parallel, self.parallel)
+        self.sent.setdefault(partition, []).append(batch.batch_id)
+        await asyncio.sleep(self._rng.choice([0.001, 0.002, 0.02]))
+        self.on_wire[partition] -= 1
+        self.parallel -= 1
+        return SendReport(attempts=1, requests_delivered=1)
+
+
+def batches(tracker: OffsetTracker, partitions: int, per_partition: int) -> list[Batch]:
+    tracker.assign([("t", p) for p in range(partitions)])
+    out, batch_id = [], 0
+    for index in range(per_partition):
+        for partition in range(partitions):
+            receipt = tracker.track(("t", partition), index)
+            event = EncodedEvent("t", partition, index, receipt, b"{}")
+            out.append(Batch(batch_id, (event,), 2))
+            batch_id += 1
+    return out
+
+
+async def run(ordered: bool, seed: int) -> tuple[SlowSink, OffsetTracker, list[Batch]]:
+    sink, tracker = SlowSink(seed), OffsetTracker()
+    delivery = Delivery(
+        cast(HttpSink, sink),
+        None,
+        Metrics(CollectorRegistry()),
+        slots=Slots(8),
+        drain_timeout_s=30,
+        ordered=ordered,
+    )
+    work = batches(tracker, partitions=4, per_partition=25)
+    for batch in work:
+        delivery.dispatch(batch)
+    assert await delivery.drain() == 0
+    return sink, tracker, work
+
+
+async def test_ordered_delivery_sends_a_partitions_batches_one_at_a_time_in_order() -> None:
+    sink, tracker, work = await run(ordered=True, seed=3)
+    expected: dict[int, list[int]] = {}
+    for batch in work:
+        expected.setdefault(batch.events[0].partition, []).append(batch.batch_id)
+    assert sink.sent == expected
+    assert set(sink.most_at_once.values()) == {1}
+    assert sink.most_parallel > 1  # the partitions still went in parallel
+    assert tracker.pending == 0
+    assert tracker.committable() == {("t", p): 25 for p in range(4)}
+
+
+async def test_without_ordering_a_partitions_batches_race() -> None:
+    sink, tracker, _ = await run(ordered=False, seed=3)
+    assert max(sink.most_at_once.values()) > 1
+    assert tracker.pending == 0
