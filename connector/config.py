@@ -36,6 +36,15 @@ from connector.config_http import (  # noqa: F401  (re-exported)
     SecretHeaderValue,
     StatusPolicy,
 )
+from connector.config_mapping import (  # noqa: F401  (re-exported)
+    ConstValue,
+    EventargsMapping,
+    FromPosition,
+    IdentityRule,
+    KafkaTimestamp,
+    LookupValue,
+    MappingSettings,
+)
 from connector.core.errors import EventSinkError
 
 ENV_PREFIX = "EVENT_SINK__"
@@ -121,64 +130,6 @@ class SourceSettings(_Section):
 
 
 # -- the mapping (record → API event); compiled against the schema by connector.mapping --
-
-FieldPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
-NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
-
-
-class ConstValue(_Section):
-    """A constant instead of a field path."""
-
-    const: NonEmptyStr | StrictBool
-
-
-class LookupValue(_Section):
-    """A table from a field's values (enum symbols, strings, ints, bools) to API values."""
-
-    path: FieldPath
-    lookup: Annotated[dict[StrictStr | StrictBool | StrictInt, NonEmptyStr], Field(min_length=1)]
-    # dead_letter: a value not in the table makes the record invalid; default: use `default`.
-    unmapped: Literal["dead_letter", "default"] = "dead_letter"
-    default: NonEmptyStr | None = None
-
-    @model_validator(mode="after")
-    def _default_goes_with_its_policy(self) -> LookupValue:
-        if (self.unmapped == "default") != (self.default is not None):
-            raise ValueError("set 'default' exactly when 'unmapped' is 'default'")
-        return self
-
-
-class KafkaTimestamp(_Section):
-    source: Literal["kafka_timestamp"]
-
-
-class FromPosition(_Section):
-    source: Literal["position"]
-
-
-class IdentityRule(_Section):
-    """One identity per record, or one per element of the array ``each``."""
-
-    each: FieldPath | None = None
-    value: FieldPath
-    type: FieldPath | ConstValue
-    platform: FieldPath | ConstValue | None = None
-    mpid: FieldPath | ConstValue | None = None
-    is_wechat_ecosystem: FieldPath | ConstValue | None = None
-
-
-class EventargsMapping(_Section):
-    map: FieldPath | None = None  # a map field, passed through (null values included)
-    pick: dict[NonEmptyStr, FieldPath] = Field(default_factory=dict)  # API name → path
-
-
-class MappingSettings(_Section):
-    event_key: FieldPath | ConstValue | LookupValue
-    time: FieldPath | KafkaTimestamp | None = None
-    uuid: FieldPath | FromPosition = FromPosition(source="position")
-    intid: FieldPath | ConstValue | None = None
-    identities: Annotated[tuple[IdentityRule, ...], Field(min_length=1)]
-    eventargs: EventargsMapping = EventargsMapping()
 
 
 class BatchSettings(_Section):

@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector.config import (
+from connector.config_mapping import (
     ConstValue,
     FromPosition,
     IdentityRule,

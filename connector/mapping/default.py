@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from connector.config import MappingSettings
+from connector.config_mapping import MappingSettings
 
 DEFAULT_MAPPING_RESOURCE = "user_behavior_event.yaml"
 
