@@ -119,6 +119,9 @@ class SourceSettings(_Section):
     format: Literal["avro", "confluent"] = "avro"
     schema_file: Path = Path("schemas/user_behavior_event.avsc")
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+    # A null value (a tombstone) carries no event: skip it (counted, its offset done), or
+    # treat it as an invalid record (dlq: dead-letter it; fail: stop).
+    on_tombstone: Literal["skip", "dlq", "fail"] = "skip"
 
     @model_validator(mode="after")
     def _confluent_needs_a_registry(self) -> SourceSettings:
@@ -127,9 +130,6 @@ class SourceSettings(_Section):
                 "source.format is 'confluent' but source.schema_registry.url is not set"
             )
         return self
-
-
-# -- the mapping (record → API event); compiled against the schema by connector.mapping --
 
 
 class BatchSettings(_Section):
@@ -177,6 +177,11 @@ class Settings(_Section):
     def _dlq_needs_a_topic(self) -> Settings:
         if self.dlq.on_invalid == "dlq" and self.dlq.topic is None:
             raise ValueError("dlq.on_invalid is 'dlq' but dlq.topic is not set")
+        if self.source.on_tombstone == "dlq" and self.dlq.on_invalid != "dlq":
+            raise ValueError(
+                "source.on_tombstone is 'dlq' but dlq.on_invalid is not: set dlq.on_invalid "
+                "to 'dlq' (and dlq.topic), or on_tombstone to 'skip' or 'fail'"
+            )
         if self.dlq.topic is not None and self.dlq.topic in self.kafka.topics:
             raise ValueError("dlq.topic must not be one of kafka.topics")
         return self

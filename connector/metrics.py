@@ -133,6 +133,12 @@ class Metrics:
             ("stage", "reason"),
             registry=registry,
         )
+        self.records_skipped = Counter(
+            p + "records_skipped",
+            "Records that carry no event and were passed over on purpose, by reason.",
+            ("reason",),
+            registry=registry,
+        )
         self.batches_sent = Counter(
             p + "batches_sent",
             "Batch send attempts, by how the API's answer was classified.",
@@ -240,6 +246,7 @@ class Metrics:
             p + "build_info", "Always 1; the version label.", ("version",), registry=registry
         )
         self.build_info.labels(__version__).set(1)
+        self.records_skipped.labels("tombstone")
         for outcome in OUTCOMES:
             self.batches_sent.labels(outcome)
         for code in STATUS_CLASSES:

@@ -541,7 +541,7 @@ def produce_events(
 
 
 def _produce(
-    bootstrap: str, topic: str, values: Sequence[bytes], partition: int | None
+    bootstrap: str, topic: str, values: Sequence[bytes | None], partition: int | None
 ) -> list[Position]:
     """Produce ``values``; returns their positions in the order of ``values``."""
     positions: list[Position | None] = [None] * len(values)
@@ -588,6 +588,14 @@ def produce_records(
     for (topic, part, offset), record in zip(positions, records, strict=True):
         event_id = record.get("event_id") or fallback_uuid(topic, part, offset)
         produced.uuids.add(str(event_id))
+    produced._advance({(t, p): o + 1 for t, p, o in positions})
+    return positions
+
+
+def produce_tombstones(bootstrap: str, produced: Produced, count: int) -> list[Position]:
+    """Produce ``count`` null values: they carry no event, so they count neither as
+    delivered nor as lost; only the end offsets move (they must be committed)."""
+    positions = _produce(bootstrap, produced.topic, [None] * count, None)
     produced._advance({(t, p): o + 1 for t, p, o in positions})
     return positions
 

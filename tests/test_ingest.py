@@ -47,3 +47,28 @@ def test_a_chunk_keeps_its_order_and_names_why_a_record_is_invalid() -> None:
     assert (bad_map.stage, bad_map.kind) == (Stage.TRANSFORM, "unmappable")
     assert "identities" in bad_map.reason
     assert tracker.pending == 5  # ingest resolves nothing: delivery does
+
+
+def test_a_tombstone_is_skipped_by_default_or_invalid_in_its_place() -> None:
+    values: list[bytes | None] = [b"a", None, b"b"]
+    records = [SourceRecord("t", 0, 10 + i, None, v, 1000 + i) for i, v in enumerate(values)]
+
+    def decode_none(vals: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
+        return [DecodeError("empty") if v is None else {"v": v} for v in vals]
+
+    tracker = OffsetTracker()
+    receipts = {("t", 0): tracker.track_run(("t", 0), [r.offset for r in records])}
+    skipped = ingest(records, receipts, decode_none, encode)
+    assert [e.offset for e in skipped.events] == [10, 12]
+    assert [r.offset for r in skipped.skipped] == [11]
+    assert skipped.invalid == []
+    for policy in ("dlq", "fail"):
+        got = ingest(records, receipts, decode_none, encode, policy)
+        assert got.skipped == []
+        ((before, error),) = got.invalid
+        assert (before, error.record.offset, error.kind, error.stage) == (
+            1,
+            11,
+            "tombstone",
+            Stage.DECODE,
+        )

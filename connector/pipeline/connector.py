@@ -145,7 +145,17 @@ class Connector:
     def _ingest(self, records: list[SourceRecord]) -> None:
         """Track, decode, map and batch one consume call's records, in their order."""
         receipts = self._checkpoint.track(records)
-        got = ingest(records, receipts, self._decoder.decode_many, self._mapper.encode)
+        got = ingest(
+            records,
+            receipts,
+            self._decoder.decode_many,
+            self._mapper.encode,
+            self._settings.source.on_tombstone,
+        )
+        for record in got.skipped:  # tombstones: no event, their offsets are done
+            receipts[record.topic, record.partition].resolve((record.offset,))
+        if got.skipped:
+            self.metrics.records_skipped.labels("tombstone").inc(len(got.skipped))
         events, start = got.events, 0
         for before, error in got.invalid:  # rare: what came before it is batched first
             self._batch(events[start:before])
@@ -158,9 +168,11 @@ class Connector:
             self._delivery.dispatch(batch)
 
     def _invalid(self, error: InvalidRecordError, receipt: Receipt) -> None:
-        """A record that cannot become an event: dead-letter it, or stop (on_invalid)."""
+        """A record that cannot become an event: dead-letter it, or stop (dlq.on_invalid;
+        source.on_tombstone for a tombstone)."""
         self.metrics.records_failed.labels(error.stage, error.kind).inc()
-        if self._dead_letters is None:
+        fail_tombstone = error.kind == "tombstone" and self._settings.source.on_tombstone == "fail"
+        if self._dead_letters is None or fail_tombstone:
             raise error
         failure = Failure(error.stage, error.kind, error.reason)
         self._delivery.dead_letter(error.record, receipt, failure)

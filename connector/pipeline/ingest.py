@@ -17,6 +17,8 @@ from connector.core.offsets import Receipt
 from connector.core.records import EncodedEvent, SourceRecord, TopicPartition
 from connector.mapping.transform import TransformError
 
+_TOMBSTONE = "a null value (tombstone) carries no event"
+
 DecodeMany = Callable[[list[bytes | None]], Sequence[dict[str, Any] | DecodeError]]
 Encode = Callable[[dict[str, Any], Callable[[], str], int | None], bytes]
 
@@ -42,6 +44,7 @@ class Ingested:
 
     events: list[EncodedEvent]
     invalid: list[tuple[int, InvalidRecordError]]
+    skipped: list[SourceRecord]  # tombstones under on_tombstone: skip (no event, done)
 
 
 def ingest(
@@ -49,10 +52,13 @@ def ingest(
     receipts: Mapping[TopicPartition, Receipt],
     decode_many: DecodeMany,
     encode: Encode,
+    on_tombstone: str = "skip",
 ) -> Ingested:
-    """Each record as its encoded event, or as the reason it cannot be one."""
+    """Each record as its encoded event, or as the reason it cannot be one. A tombstone
+    (a null value) is skipped, or invalid when ``on_tombstone`` is ``dlq`` or ``fail``."""
     events: list[EncodedEvent] = []
     invalid: list[tuple[int, InvalidRecordError]] = []
+    skipped: list[SourceRecord] = []
     append = events.append
     # Consume calls hand over runs of one partition: its receipt is looked up per run.
     last_tp: TopicPartition | None = None
@@ -60,9 +66,14 @@ def ingest(
     decoded_all = decode_many([record.value for record in records])
     for record, decoded in zip(records, decoded_all, strict=True):
         if type(decoded) is not dict:
-            invalid.append(
-                (len(events), InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded)))
-            )
+            if record.value is None:  # a tombstone: no event in it
+                if on_tombstone == "skip":
+                    skipped.append(record)
+                    continue
+                error = InvalidRecordError(record, Stage.DECODE, "tombstone", _TOMBSTONE)
+            else:
+                error = InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded))
+            invalid.append((len(events), error))
             continue
         try:
             # The fallback uuid is made only for a record that has no uuid of its own.
@@ -86,4 +97,4 @@ def ingest(
                 record,
             )
         )
-    return Ingested(events, invalid)
+    return Ingested(events, invalid, skipped)
