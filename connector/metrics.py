@@ -17,7 +17,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -41,6 +44,7 @@ _LATENCY_BUCKETS = (
     *(2.5, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
 )
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 def status_class(status: int | None) -> str:
@@ -110,6 +114,11 @@ class Metrics:
         # alert or dashboard of ours uses. (The library's switch is process-wide.)
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
+        # What a platform team's dashboards expect of any Python service: CPU, memory,
+        # file descriptors, start time, interpreter and collector figures.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         p = "event_sink_"
         tp = ("topic", "partition")
         self.records_consumed = Counter(
@@ -180,6 +189,17 @@ class Metrics:
             "Requests that may be in flight now: http.max_in_flight, or the adaptive limit.",
             registry=registry,
         )
+        self.http_request_bytes = Counter(
+            p + "http_request_bytes",
+            "Request body bytes sent to the import API (as sent: compressed when gzip), "
+            "retries included.",
+            registry=registry,
+        )
+        self.last_delivery = Gauge(
+            p + "last_delivery_timestamp_seconds",
+            "Unix time of the last batch the API accepted (0: none yet).",
+            registry=registry,
+        )
         self.http_in_flight = Gauge(
             p + "http_requests_in_flight", "Requests awaiting an answer.", registry=registry
         )
@@ -237,6 +257,17 @@ class Metrics:
         self.backpressure_pauses = Counter(
             p + "backpressure_pauses",
             "Times consumption started to wait: too many events pending, or the API halted.",
+            registry=registry,
+        )
+        self.commit_duration = Histogram(
+            p + "offset_commit_duration_seconds",
+            "From sending an offset commit to the broker's answer.",
+            buckets=_COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.dlq_write_failures = Counter(
+            p + "dlq_write_failures",
+            "Dead-letter write attempts that failed (each is retried; nothing is skipped).",
             registry=registry,
         )
         self.offset_commits = Counter(

@@ -459,6 +459,7 @@ def known_series() -> set[str]:
         family.name + suffix
         for family in registry.collect()
         for suffix in suffixes.get(family.type, [""])
+        if family.name.startswith("event_sink_")  # process_* / python_*: standard panels
     }
 
 

@@ -58,7 +58,11 @@ async def scrape(session: aiohttp.ClientSession, port: int, path: str) -> tuple[
 def documented_metrics() -> dict[str, str]:
     """name → type, from the README's metrics reference table."""
     section = README.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `(event_sink_[a-z_]+)` \| (counter|gauge|histogram) \|", section, re.M)
+    rows = re.findall(
+        r"^\| `((?:event_sink|process|python)_[a-z_]+)` \| (counter|gauge|histogram) \|",
+        section,
+        re.M,
+    )
     return dict(rows)
 
 
@@ -124,6 +128,10 @@ async def test_metrics_match_what_the_api_received_and_lag_reaches_zero(kafka: A
     assert total(found, "event_sink_offset_commits_total", outcome="success") >= 1
     assert total(found, "event_sink_http_requests_in_flight") == 0
     assert total(found, "event_sink_build_info") == 1
+    assert total(found, "event_sink_http_request_bytes_total") > 3_000 * 50  # every body sent
+    assert total(found, "event_sink_last_delivery_timestamp_seconds") > 1.7e9  # a real time
+    assert total(found, "event_sink_offset_commit_duration_seconds_count") >= 1
+    assert total(found, "process_resident_memory_bytes") > 0
     assert (health_status, json.loads(health)["ok"]) == (200, True)
     assert (ready_status, json.loads(ready)["reason"]) == (200, "3 partitions assigned")
 

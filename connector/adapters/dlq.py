@@ -21,6 +21,7 @@ from connector.config import KafkaSettings
 from connector.core.backoff import Backoff
 from connector.core.errors import Stage
 from connector.core.records import SourceRecord
+from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,10 @@ class DeadLetterWriter:
         rng: random.Random | None = None,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.topic = topic
+        self._metrics = metrics
         self._conf = producer_config(kafka)
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -162,6 +165,8 @@ class DeadLetterWriter:
                 self.failing = False
                 return attempt
             self.failing = True
+            if self._metrics is not None:
+                self._metrics.dlq_write_failures.inc()
             delay = self._backoff.delay(attempt, self._rng)
             log.error(
                 "dead-letter write to %s failed (%s); retrying in %.1fs, nothing is skipped",

@@ -159,6 +159,7 @@ class HttpSink:
         metrics = self._metrics
         if metrics is not None:
             metrics.http_in_flight.inc()
+            metrics.http_request_bytes.inc(len(body))
         started = self._monotonic()
         try:
             outcome = await self._post(body)

@@ -92,7 +92,7 @@ async def run_connector(
     metrics = Metrics(CollectorRegistry())
     dead_letters = None
     if settings.dlq.topic is not None:
-        dead_letters = DeadLetterWriter(settings.kafka, settings.dlq.topic)
+        dead_letters = DeadLetterWriter(settings.kafka, settings.dlq.topic, metrics=metrics)
         dead_letters.start()
     try:
         async with make_session(settings.http.max_in_flight) as session:

@@ -8,8 +8,9 @@ configured metrics port itself:
 
 - ``/metrics`` scrapes every worker (on loopback, a port each picked) and adds the
   series up: counters and histograms are summed; gauges are summed, except the
-  per-partition ones and ``paused`` / ``build_info``, which take the largest value (a
-  partition belongs to one worker; during a hand-over two may briefly report it).
+  per-partition ones, ``paused`` / ``build_info``, the last delivery's time and the
+  process start / fd limit / python info, which take the largest value (a partition
+  belongs to one worker; during a hand-over two may briefly report it).
   ``event_sink_workers`` says how many workers answered.
 - ``/healthz`` and ``/readyz`` are 200 only if every worker says so.
 
@@ -56,6 +57,10 @@ MAX_GAUGES = frozenset(
         "event_sink_pending_records",
         "event_sink_paused",
         "event_sink_build_info",
+        "event_sink_last_delivery_timestamp_seconds",  # the latest of any worker
+        "process_start_time_seconds",  # the most recent start
+        "process_max_fds",
+        "python_info",
     }
 )
 _SCRAPE_TIMEOUT_S = 5.0

@@ -134,6 +134,8 @@ class Checkpoint:
     def acknowledged(
         self, done: dict[TopicPartition, int], failed: dict[TopicPartition, str]
     ) -> None:
+        if self._sent_at is not None:
+            self.metrics.commit_duration.observe(self._clock() - self._sent_at)
         self._sent_at = None
         self.failing = bool(failed) and not done
         if failed:
@@ -153,6 +155,7 @@ class Checkpoint:
         if not positions:
             return
         _log_commit("committing offsets", positions)
+        self._sent_at = self._clock()  # timed like an asynchronous one, in acknowledged()
         try:
             await self._source().commit(positions)
         except CommitError as exc:

@@ -136,6 +136,8 @@ class Delivery:
             if event.timestamp_ms is not None:
                 latencies.append((now_ms - event.timestamp_ms) / 1000)
         self.metrics.end_to_end_latency.observe_many(latencies)
+        if len(refused) < len(batch.events):
+            self.metrics.last_delivery.set(now_ms / 1000)
         for receipt, offsets in by_receipt.items():
             receipt.resolve(offsets)
             topic, partition = receipt.tp
