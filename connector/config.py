@@ -7,9 +7,11 @@ file named by ``http.token_file``. Unknown keys and bad values fail with the key
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,6 +37,7 @@ from connector.config_http import (  # noqa: F401  (re-exported)
     RetrySettings,
     SecretHeaderValue,
     StatusPolicy,
+    check_url_port,
 )
 from connector.config_mapping import (  # noqa: F401  (re-exported)
     ConstValue,
@@ -113,6 +116,11 @@ class SchemaRegistrySettings(_Section):
     username: Annotated[str, Field(min_length=1)] | None = None
     ca_file: Path | None = None
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _port_is_a_tcp_port(cls, value: str | None) -> str | None:
+        return check_url_port(value)
 
 
 class SourceSettings(_Section):
@@ -250,11 +258,48 @@ def _format_errors(exc: ValidationError, origins: Mapping[str, str]) -> str:
             None,
         )
         suffix = f" (from {origin})" if origin else ""
-        message = error["msg"]
+        message = _in_yaml_words(error["msg"])
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+            close = difflib.get_close_matches(
+                str(error["loc"][-1]), _keys_at(error["loc"][:-1]), n=1, cutoff=0.6
+            )
+            if close:
+                message += f"; did you mean {close[0]!r}?"
         lines.append(f"{path}{suffix}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _in_yaml_words(message: str) -> str:
+    """pydantic speaks Python; a config file has lists and maps."""
+    message = message.removeprefix("Value error, ")
+    for python, yaml_word in (("tuple", "list"), ("Tuple", "List"), ("dictionary", "map")):
+        message = message.replace(python, yaml_word)
+    return message
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a section of the settings takes, found by walking the models along
+    ``loc`` (empty where the walk leaves the models: a map, a list, a union)."""
+    model: Any = Settings
+    for step in loc:
+        if isinstance(step, int):
+            continue  # a list's element: the same model
+        field = getattr(model, "model_fields", {}).get(step)
+        if field is None:
+            return []
+        candidates = [
+            arg
+            for arg in (*typing.get_args(field.annotation), field.annotation)
+            if isinstance(arg, type) and issubclass(arg, BaseModel)
+        ]
+        if not candidates:
+            args = [a for a in typing.get_args(field.annotation) for a in (a, *typing.get_args(a))]
+            candidates = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return list(getattr(model, "model_fields", {}))
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -38,6 +39,21 @@ _URL = r"^https?://[^\s/]+(/\S*)?$"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_url_port(url: str | None) -> str | None:
+    """A URL's port, when it names one, must be a TCP port (1..65535)."""
+    if url is None:
+        return None
+    netloc = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    if netloc.startswith("["):  # an IPv6 literal: the port follows the bracket
+        rest = netloc.partition("]")[2]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        port = netloc.partition(":")[2]
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ValueError(f"port {port!r} is not a TCP port (1..65535)")
+    return url
 
 
 class RetrySettings(_Section):
@@ -135,6 +151,11 @@ class HttpSettings(_Section):
         if "200" in value:
             raise ValueError('"200" cannot be overridden: it is the contract\'s success')
         return value
+
+    @field_validator("url", "proxy")
+    @classmethod
+    def _ports_are_tcp_ports(cls, value: str | None) -> str | None:
+        return check_url_port(value)
 
     @field_validator("proxy")
     @classmethod

@@ -166,3 +166,28 @@ def test_workers_is_a_bounded_top_level_key() -> None:
     for bad in ("0", "65", "two"):
         with pytest.raises(ConfigError, match="workers"):
             load_settings(None, environ={"EVENT_SINK__WORKERS": bad})
+
+
+def test_errors_suggest_the_key_meant_check_ports_and_speak_yaml(tmp_path: Path) -> None:
+    text = (
+        "kafka:\n  topcis: [a]\n  topics: {a: 1}\n"
+        "http:\n  url: 'http://api.example:99999/import'\n  rate_limit: {event_per_s: 5}\n"
+        "source:\n  schema_registry: {url: 'https://reg:0'}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(caught.value)
+    assert "kafka.topcis: unknown key; did you mean 'topics'?" in message
+    assert "http.rate_limit.event_per_s: unknown key; did you mean 'events_per_s'?" in message
+    assert "http.url: port '99999' is not a TCP port (1..65535)" in message
+    assert "source.schema_registry.url: port '0' is not a TCP port" in message
+    assert "kafka.topics: Input should be a valid list" in message  # not "tuple"
+    assert "tuple" not in message.lower()
+    assert "Value error" not in message
+
+
+def test_an_unknown_key_far_from_any_gets_no_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "kafka:\n  zzzz: 1\n"), environ={})
+    assert "kafka.zzzz: unknown key\n" in str(caught.value) + "\n"
+    assert "did you mean" not in str(caught.value)
