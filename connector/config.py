@@ -7,11 +7,9 @@ file named by ``http.token_file``. Unknown keys and bad values fail with the key
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
-import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from connector.config_errors import format_errors
 from connector.config_http import (  # noqa: F401  (re-exported)
     DeliverySettings,
     HttpSettings,
@@ -249,57 +248,17 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any, origin: str) ->
     node[path[-1]] = value
 
 
-def _format_errors(exc: ValidationError, origins: Mapping[str, str]) -> str:
-    lines = []
-    for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"])
-        origin = next(
-            (env for key, env in origins.items() if path == key or path.startswith(key + ".")),
-            None,
-        )
-        suffix = f" (from {origin})" if origin else ""
-        message = _in_yaml_words(error["msg"])
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-            close = difflib.get_close_matches(
-                str(error["loc"][-1]), _keys_at(error["loc"][:-1]), n=1, cutoff=0.6
-            )
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-        lines.append(f"{path}{suffix}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def _in_yaml_words(message: str) -> str:
-    """pydantic speaks Python; a config file has lists and maps."""
-    message = message.removeprefix("Value error, ")
-    for python, yaml_word in (("tuple", "list"), ("Tuple", "List"), ("dictionary", "map")):
-        message = message.replace(python, yaml_word)
-    return message
-
-
-def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys a section of the settings takes, found by walking the models along
-    ``loc`` (empty where the walk leaves the models: a map, a list, a union)."""
-    model: Any = Settings
-    for step in loc:
-        if isinstance(step, int):
-            continue  # a list's element: the same model
-        field = getattr(model, "model_fields", {}).get(step)
-        if field is None:
-            return []
-        candidates = [
-            arg
-            for arg in (*typing.get_args(field.annotation), field.annotation)
-            if isinstance(arg, type) and issubclass(arg, BaseModel)
-        ]
-        if not candidates:
-            args = [a for a in typing.get_args(field.annotation) for a in (a, *typing.get_args(a))]
-            candidates = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
-            return []
-        model = candidates[0]
-    return list(getattr(model, "model_fields", {}))
+def unset_required(settings: Settings) -> list[str]:
+    """Keys ``run`` needs given explicitly (file or environment): their built-in defaults
+    point at a developer's machine, never at a real cluster or API."""
+    missing = [
+        f"kafka.{key}"
+        for key in ("bootstrap_servers", "topics")
+        if key not in settings.kafka.model_fields_set
+    ]
+    if "url" not in settings.http.model_fields_set:
+        missing.append("http.url")
+    return missing
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -332,7 +291,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, origins)) from None
+        raise ConfigError(format_errors(exc, origins, Settings)) from None
 
 
 def load_token(settings: Settings, environ: Mapping[str, str] | None = None) -> SecretStr:

@@ -191,3 +191,21 @@ def test_an_unknown_key_far_from_any_gets_no_suggestion(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "kafka:\n  zzzz: 1\n"), environ={})
     assert "kafka.zzzz: unknown key\n" in str(caught.value) + "\n"
     assert "did you mean" not in str(caught.value)
+
+
+def test_run_refuses_to_start_on_the_built_in_defaults(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connector.ops import cli
+
+    config = write(tmp_path, "batch:\n  linger_ms: 50\n")
+    with caplog.at_level("ERROR"):
+        code = cli.main(["run", "--config", str(config)])
+    assert code == 2
+    errors = caplog.text + capsys.readouterr().err
+    assert "kafka.bootstrap_servers, kafka.topics, http.url" in errors
+    # check-config shows the config anyway, and says what run would refuse.
+    assert cli.main(["check-config", "--config", str(config)]) == 0
+    assert "warning: http.url is not set; 'run' refuses to start without it" in (
+        capsys.readouterr().err
+    )

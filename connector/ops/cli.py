@@ -20,7 +20,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -32,7 +31,14 @@ from connector.adapters.avro import AvroDecoder, load_schema
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, make_session, proxy_for, resolve
 from connector.adapters.registry import ConfluentDecoder, RegistryClient
-from connector.config import ConfigError, Settings, TokenSource, load_settings, load_token
+from connector.config import (
+    ConfigError,
+    Settings,
+    TokenSource,
+    load_settings,
+    load_token,
+    unset_required,
+)
 from connector.core.errors import EventSinkError
 from connector.core.records import fallback_uuid
 from connector.mapping import mapper_for, sample_record
@@ -40,6 +46,7 @@ from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
 from connector.ops import logs
 from connector.ops.health import HealthServer
+from connector.ops.replay import parse_time_ms
 from connector.ops.runtime import run_async, tune_gc
 from connector.ops.workers import Supervisor, write_port_file
 from connector.pipeline.connector import Connector
@@ -142,6 +149,12 @@ def _load(config: Path | None) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = _load(args.config)
+        missing = unset_required(settings)
+        if missing:
+            raise ConfigError(
+                "invalid configuration: not set, and run needs them explicitly (the "
+                "defaults point at a developer's machine): " + ", ".join(missing)
+            )
         http_env = resolve(settings.http)
         redactor = logs.Redactor([*settings.secret_values(), *http_env.secrets])
         token = TokenSource(settings, on_token=redactor.add)
@@ -225,6 +238,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code(exc)
     effective = settings.redacted()
+    for key in unset_required(settings):
+        print(f"warning: {key} is not set; 'run' refuses to start without it", file=sys.stderr)
     try:
         load_token(settings)
         effective["http"]["token"] = "*** (set)"
@@ -262,21 +277,6 @@ def _sample_body(settings: Settings) -> str:
         f"# (Kafka position {topic}[0]@0, timestamp 1700000000000): one event of data[]\n"
         + "".join(f"# {line}\n" for line in event.splitlines())
     )
-
-
-def _time_ms(text: str) -> int:
-    """Epoch milliseconds, or an ISO 8601 time (UTC unless it says otherwise)."""
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither epoch milliseconds nor an ISO 8601 time"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def cmd_replay_dlq(args: argparse.Namespace) -> int:
@@ -339,9 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay_parser.add_argument("--config", type=Path, help="YAML config file (names dlq.topic)")
     replay_parser.add_argument(
-        "--since", type=_time_ms, help="dead-lettered at or after (epoch ms or ISO 8601)"
+        "--since", type=parse_time_ms, help="dead-lettered at or after (epoch ms or ISO 8601)"
     )
-    replay_parser.add_argument("--until", type=_time_ms, help="dead-lettered before")
+    replay_parser.add_argument("--until", type=parse_time_ms, help="dead-lettered before")
     replay_parser.add_argument(
         "--stage",
         action="append",
