@@ -299,6 +299,9 @@ def test_probes_grace_period_and_config_mount(scenario: Rendered) -> None:
     assert container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60  # a slow start: no restart
     drain = scenario.config.get("shutdown", {}).get("drain_timeout_s", 30)
     assert scenario.pod_spec["terminationGracePeriodSeconds"] > drain + 10
     config_mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
