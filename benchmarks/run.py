@@ -61,6 +61,7 @@ from measure import (  # noqa: E402  (benchmarks/measure.py)
     steady_cpu_us_per_event,
 )
 from report import RunResult, summarise, table  # noqa: E402
+from revision import before_env, extract_revision, resolve_revision  # noqa: E402
 from workloads import PARTITIONS, Workload, backlog, paced, wait_committed  # noqa: E402
 
 from devtools.kafka import external_or_local  # noqa: E402
@@ -81,40 +82,6 @@ class Bench:
 
 
 # --------------------------------------------------------------------------- "before"
-
-
-def resolve_revision(rev: str) -> str:
-    """The commit ``rev`` names (``git rev-parse``); fails early on a bad revision."""
-    argv = ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]
-    found = subprocess.run(argv, check=False, capture_output=True, text=True)
-    if found.returncode != 0:
-        raise SystemExit(f"--compare-rev {rev}: not a commit of {ROOT}")
-    return found.stdout.strip()
-
-
-def before_env(tree: Path) -> dict[str, str]:
-    """PYTHONPATH first: the old tree's ``connector`` wins over the editable install."""
-    rest = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
-    return {"PYTHONPATH": os.pathsep.join([str(tree), *rest])}
-
-
-def extract_revision(rev: str, tree: Path) -> Path:
-    """``git archive REV | tar -x -C tree`` (the repository is left alone); returns where
-    ``import connector`` resolves from there, which must be inside ``tree``."""
-    tree.mkdir(parents=True)
-    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", rev], stdout=subprocess.PIPE)
-    assert archive.stdout is not None
-    untar = subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=False)
-    archive.stdout.close()
-    if archive.wait() != 0 or untar.returncode != 0:
-        raise RuntimeError(f"git archive {rev} | tar -x failed")
-    probe = [sys.executable, "-c", "import connector; print(connector.__file__)"]
-    env = {**os.environ, **before_env(tree)}
-    found = subprocess.run(probe, cwd=tree, env=env, check=True, capture_output=True, text=True)
-    package = Path(found.stdout.strip()).resolve()
-    if not package.is_relative_to(tree.resolve()):
-        raise RuntimeError(f"{rev}: `import connector` resolves to {package}, not the old tree")
-    return package
 
 
 # --------------------------------------------------------------------------- one run

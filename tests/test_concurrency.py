@@ -24,14 +24,13 @@ class Api:
         controller, limits = self.controller, []
         for rtt in rtts:
             sent = controller.limit
-            for _ in range(sent):
-                controller.started()
+            for in_flight in range(1, sent + 1):
+                controller.started(in_flight)
             self.now += rtt
             for _ in range(sent):
                 limit = controller.answered(
                     None if back_pressure else rtt, back_pressure=back_pressure, now=self.now
                 )
-                controller.finished()
             limits.append(limit)
         return limits
 
@@ -71,12 +70,10 @@ def test_the_limit_stays_within_one_and_the_maximum(
     controller = AdaptiveLimit(AimdSettings(initial=initial, maximum=16))
     now = 0.0
     for rtt, pressure, started in steps:
-        for _ in range(started):
-            controller.started()
+        for in_flight in range(1, started + 1):
+            controller.started(in_flight)
         now += rtt
         assert 1 <= controller.answered(rtt, back_pressure=pressure, now=now) <= 16
-        controller.finished()
-        assert controller.in_flight >= 0
 
 
 def test_what_counts_as_back_pressure() -> None:

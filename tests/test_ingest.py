@@ -72,3 +72,4 @@ def test_a_tombstone_is_skipped_by_default_or_invalid_in_its_place() -> None:
             "tombstone",
             Stage.DECODE,
         )
+        assert error.may_dead_letter is (policy == "dlq")

@@ -51,7 +51,6 @@ class AdaptiveLimit:
     def __init__(self, settings: AimdSettings) -> None:
         self._settings = settings
         self.limit = settings.initial
-        self.in_flight = 0
         self._mean: float | None = None  # moving mean of the windows' RTT
         self._variance = 0.0
         self._next_update = 0.0
@@ -60,10 +59,9 @@ class AdaptiveLimit:
         self._back_pressure = False
         self._reached = False
 
-    def started(self) -> None:
-        """A request goes out."""
-        self.in_flight += 1
-        if self.in_flight >= self.limit:
+    def started(self, in_flight: int) -> None:
+        """A request went out; ``in_flight`` now, counted by the slots (their one owner)."""
+        if in_flight >= self.limit:
             self._reached = True
 
     def answered(self, rtt_s: float | None, *, back_pressure: bool, now: float) -> int:
@@ -92,10 +90,6 @@ class AdaptiveLimit:
         self._next_update = now + self._mean
         self._reset()
         return self.limit
-
-    def finished(self) -> None:
-        """A request is done (after all its answers)."""
-        self.in_flight = max(0, self.in_flight - 1)
 
     def _manage(self, current: float | None) -> None:
         settings, mean = self._settings, self._mean

@@ -168,11 +168,10 @@ class Connector:
             self._delivery.dispatch(batch)
 
     def _invalid(self, error: InvalidRecordError, receipt: Receipt) -> None:
-        """A record that cannot become an event: dead-letter it, or stop (dlq.on_invalid;
-        source.on_tombstone for a tombstone)."""
+        """A record that cannot become an event: dead-letter it, or stop (dlq.on_invalid,
+        and what ingest said of it: source.on_tombstone: fail stops)."""
         self.metrics.records_failed.labels(error.stage, error.kind).inc()
-        fail_tombstone = error.kind == "tombstone" and self._settings.source.on_tombstone == "fail"
-        if self._dead_letters is None or fail_tombstone:
+        if self._dead_letters is None or not error.may_dead_letter:
             raise error
         failure = Failure(error.stage, error.kind, error.reason)
         self._delivery.dead_letter(error.record, receipt, failure)

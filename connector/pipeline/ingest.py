@@ -26,7 +26,15 @@ Encode = Callable[[dict[str, Any], Callable[[], str], int | None], bytes]
 class InvalidRecordError(DataError):
     """A record cannot be turned into an API event. Nothing at or after it is committed."""
 
-    def __init__(self, record: SourceRecord, stage: Stage, kind: str, reason: str) -> None:
+    def __init__(
+        self,
+        record: SourceRecord,
+        stage: Stage,
+        kind: str,
+        reason: str,
+        *,
+        may_dead_letter: bool = True,
+    ) -> None:
         super().__init__(
             f"{stage} failed for {record.topic}[{record.partition}]@{record.offset}: {reason}. "
             "The connector stops here; offsets at and after this record stay uncommitted."
@@ -35,6 +43,8 @@ class InvalidRecordError(DataError):
         self.stage = stage
         self.kind = kind  # bounded: a metric label
         self.reason = reason
+        # False: it stops the run even with a DLQ (source.on_tombstone: fail).
+        self.may_dead_letter = may_dead_letter
 
 
 @dataclass(slots=True)
@@ -70,7 +80,13 @@ def ingest(
                 if on_tombstone == "skip":
                     skipped.append(record)
                     continue
-                error = InvalidRecordError(record, Stage.DECODE, "tombstone", _TOMBSTONE)
+                error = InvalidRecordError(
+                    record,
+                    Stage.DECODE,
+                    "tombstone",
+                    _TOMBSTONE,
+                    may_dead_letter=on_tombstone == "dlq",
+                )
             else:
                 error = InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded))
             invalid.append((len(events), error))

@@ -40,7 +40,7 @@ class Slots:
             await self._free.wait_for(lambda: self._used < self.limit)
             self._used += 1
         if self._adaptive is not None:
-            self._adaptive.started()
+            self._adaptive.started(self._used)
 
     async def __aexit__(
         self,
@@ -48,8 +48,6 @@ class Slots:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._adaptive is not None:
-            self._adaptive.finished()
         async with self._free:
             self._used -= 1
             self._free.notify_all()  # the limit may have grown: every waiter looks again
