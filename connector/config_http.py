@@ -106,6 +106,8 @@ class AdaptiveSettings(_Section):
     decrease_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.9
     rtt_deviation_scale: Annotated[float, Field(gt=0, le=100)] = 2.5
     ewma_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.4
+    queue_tolerance: Annotated[float, Field(gt=0, le=10)] | None = 0.3
+    probe_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 class HttpSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,6 +57,48 @@ def test_a_slower_api_is_a_decrease_too() -> None:
     before = api.controller.limit
     limits = api.windows([0.5])
     assert limits[-1] < before
+
+
+def queue_windows(
+    controller: AdaptiveLimit, *, seconds: float, slots: int, base: float
+) -> list[int]:
+    """An API that handles ``slots`` requests at once and queues the rest: at a limit L the
+    RTT is ``base`` x max(1, L / slots). Returns the limit after each window."""
+    api, limits = Api(controller), []
+    while api.now < seconds:
+        rtt = base * max(1.0, controller.limit / slots)
+        limits += api.windows([rtt])
+    return limits
+
+
+def test_behind_an_api_that_queues_the_limit_settles_near_its_slots() -> None:
+    limits = queue_windows(
+        AdaptiveLimit(AimdSettings(initial=1, maximum=32)), seconds=300, slots=4, base=0.05
+    )
+    settled = limits[len(limits) // 3 :]
+    assert 4 <= statistics.median(settled) <= 8, sorted(set(settled))
+    assert max(settled) <= 8  # a queue above 0.3 x the floor stops growth, above 0.6 x shrinks
+
+
+def test_without_the_queueing_guard_arc_creeps_to_the_maximum() -> None:
+    settings = AimdSettings(initial=1, maximum=32, queue_tolerance=None)
+    limits = queue_windows(AdaptiveLimit(settings), seconds=120, slots=4, base=0.05)
+    assert min(limits[len(limits) // 2 :]) > 2 * 4  # above 2K: what the guard is for
+
+
+def test_a_lasting_rise_of_the_apis_own_latency_is_learnt() -> None:
+    controller = AdaptiveLimit(AimdSettings(initial=1, maximum=16, probe_interval_s=60))
+    api = Api(controller)
+    api.windows([0.05] * 40)
+    assert controller.limit == 16
+    # The API is 4x slower now, whatever we send: read as queueing, the limit falls to 1,
+    # where the floor follows the RTT; then it grows back (well before the probe at 60 s).
+    slower = api.windows([0.2] * 60)
+    assert min(slower) == 1
+    assert controller.floor is not None
+    assert controller.floor > 0.15
+    assert slower[-1] == 16
+    assert api.now < 15
 
 
 @given(

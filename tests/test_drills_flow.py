@@ -163,12 +163,10 @@ def test_adaptive_concurrency_settles_near_the_apis_slots_and_backs_off_under_42
     """The sandbox handles K = 4 requests at once (the rest queue, so latency grows with
     concurrency), answering each after 50 ms. The connector may have 32 in flight, with
     ``concurrency: adaptive`` at its defaults. It climbs from 1 and over the last 20 s of
-    normal load its median uses the API's slots (at least K/2); then 3 s of 429s (every
-    answer) at least halve it; then everything is delivered and committed.
-
-    Not asserted, because ARC's rule does not give it here: a median of at most 2K. The
-    moving mean follows the RTT up as requests queue, so the limit creeps above K (see
-    the README's "Adaptive concurrency"); the drill prints the limit over time."""
+    normal load its median lies between K/2 and 2K: it uses the API's slots, and the
+    queueing guard keeps it from creeping on as requests queue at the API; then 3 s of 429s
+    (every answer) at least halve it; then everything is delivered and committed. The drill
+    prints the limit over time."""
     slots, latency_ms = 4, 50
     with Drill("adaptive", tmp_path, kafka.bootstrap_servers) as d:
         topic = d.topic(partitions=6)
@@ -212,7 +210,7 @@ def test_adaptive_concurrency_settles_near_the_apis_slots_and_backs_off_under_42
     )
     assert len(steady) >= 40, "the run ended before 20 s of steady load"
     median = statistics.median(steady)
-    assert median >= slots / 2, (median, table)
+    assert slots / 2 <= median <= 2 * slots, (median, table)
     assert storm[-1] <= storm[0] / 2, (storm, table)  # at least halved within 3 s
     assert result.lost == 0, result.row()
     assert result.delivered == produced.count, result.row()

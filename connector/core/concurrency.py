@@ -9,6 +9,18 @@ Answers are gathered in windows one mean round-trip time long. At a window's end
   above the moving mean + ``rtt_deviation_scale`` standard deviations (and 1 % of it).
 The moving mean and variance are exponentially weighted (``ewma_alpha``). Only delivered
 answers are RTT measurements.
+
+ARC alone reads only changes of the RTT, so behind an API that queues what it cannot take at
+once the limit creeps far above the API's capacity: each +1 raises the RTT a little, the
+moving mean follows, and a slow rise never exceeds mean + k sigma. The queueing guard adds
+a floor, Vegas-style: the lowest RTT of the windows in which the limit was reached (a
+window's mean, not the moving mean, which starts high while connections open). The part of
+a window's RTT above the floor is time spent queueing at the API: the limit grows only while
+it is at most ``queue_tolerance`` of the floor, and it decreases when it is above twice
+that. So that a lasting change of the API's own latency is learnt, the floor is measured
+again every ``probe_interval_s``: the limit is halved, held for a few windows while the
+queue drains, and the floor restarts from what those windows measure. At a limit of 1 the
+floor follows the RTT at once: a single request does not queue behind our own.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ class AimdSettings:
     decrease_ratio: float = 0.9
     rtt_deviation_scale: float = 2.5
     ewma_alpha: float = 0.4
+    queue_tolerance: float | None = 0.3  # None: ARC alone, no queueing guard
+    probe_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.initial <= self.maximum:
@@ -33,6 +47,15 @@ class AimdSettings:
             raise ValueError("decrease_ratio and ewma_alpha must be within (0, 1)")
         if self.rtt_deviation_scale <= 0:
             raise ValueError("rtt_deviation_scale must be positive")
+        if self.queue_tolerance is not None and self.queue_tolerance <= 0:
+            raise ValueError("queue_tolerance must be positive")
+        if self.probe_interval_s <= 0:
+            raise ValueError("probe_interval_s must be positive")
+
+
+# Windows a probe holds the halved limit: the first drains what queued at the old limit, the
+# rest measure the floor.
+_PROBE_WINDOWS = 3
 
 
 def is_back_pressure(outcome: Outcome) -> bool:
@@ -58,6 +81,9 @@ class AdaptiveLimit:
         self._window_count = 0
         self._back_pressure = False
         self._reached = False
+        self.floor: float | None = None  # the queueing guard's reference RTT
+        self._next_probe: float | None = None
+        self._probing = 0  # windows of the current probe left
 
     def started(self, in_flight: int) -> None:
         """A request went out; ``in_flight`` now, counted by the slots (their one owner)."""
@@ -80,16 +106,35 @@ class AdaptiveLimit:
             if current is not None:  # the first measurement: the reference starts here
                 self._mean = current
                 self._next_update = now + current
+                self._next_probe = now + self._settings.probe_interval_s
                 self._reset()
             return self.limit
         if now < self._next_update:
             return self.limit
-        self._manage(current)
+        reached = self._reached
+        if self._probing:
+            self._probing -= 1
+        else:
+            self._manage(current)
         if current is not None:
             self._update_moving(current)
+            if reached and self._probing < _PROBE_WINDOWS - 1:
+                self.floor = current if self.floor is None else min(self.floor, current)
         self._next_update = now + self._mean
+        self._probe(now)
         self._reset()
         return self.limit
+
+    def _probe(self, now: float) -> None:
+        """Every probe_interval_s: halve the limit and measure the floor again."""
+        settings = self._settings
+        if settings.queue_tolerance is None or self._next_probe is None:
+            return
+        if now >= self._next_probe:
+            self._next_probe = now + settings.probe_interval_s
+            self.limit = max(1, self.limit // 2)
+            self.floor = None
+            self._probing = _PROBE_WINDOWS
 
     def _manage(self, current: float | None) -> None:
         settings, mean = self._settings, self._mean
@@ -97,18 +142,33 @@ class AdaptiveLimit:
         # At least 1 % of the mean: a near-constant RTT must not trigger on rounding.
         threshold = max(self._variance**0.5 * settings.rtt_deviation_scale, 0.01 * mean)
         tolerance = 1e-9 * mean  # float rounding of an equal RTT is not "slower"
+        queued = self._queued(current)
+        share = settings.queue_tolerance or 0.0
         if (
             self.limit < settings.maximum
             and self._reached
             and not self._back_pressure
             and current is not None
             and current <= mean + tolerance
+            and queued <= share
         ):
             self.limit += 1
         elif self.limit > 1 and (
-            self._back_pressure or (current is not None and current > mean + threshold)
+            self._back_pressure
+            or (current is not None and current > mean + threshold)
+            or queued > 2 * share
         ):
             self.limit = max(1, int(self.limit * settings.decrease_ratio))
+        elif self.limit == 1 and queued > 2 * share:
+            # One request in flight does not queue behind ours: the API itself is slower.
+            self.floor = current
+
+    def _queued(self, current: float | None) -> float:
+        """The share of the window's RTT above the floor: time spent queueing at the API.
+        0 when there is no guard or nothing to compare."""
+        if self._settings.queue_tolerance is None or self.floor is None or current is None:
+            return 0.0
+        return current / self.floor - 1 - 1e-9
 
     def _update_moving(self, point: float) -> None:
         assert self._mean is not None

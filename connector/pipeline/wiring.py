@@ -107,6 +107,8 @@ def in_flight_slots(settings: Settings, metrics: Metrics, clock: Callable[[], fl
                 decrease_ratio=knobs.decrease_ratio,
                 rtt_deviation_scale=knobs.rtt_deviation_scale,
                 ewma_alpha=knobs.ewma_alpha,
+                queue_tolerance=knobs.queue_tolerance,
+                probe_interval_s=knobs.probe_interval_s,
             )
         )
     return Slots(http.max_in_flight, adaptive=adaptive, metrics=metrics, clock=clock)
