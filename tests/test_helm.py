@@ -645,5 +645,9 @@ def test_image_matches_what_the_chart_expects(helm: str) -> None:
     assert not any(
         re.search(r"\b(gcc|build-essential|apt-get install)\b", rest) for _, rest in final
     )
-    assert ops["FROM"].startswith("python:")
-    assert "slim" in ops["FROM"]
+    # Both stages build on BASE, whose default is the slim Python image.
+    assert ops["FROM"] == "${BASE}"
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    default = re.search(r"^ARG BASE=(\S+)$", text, re.MULTILINE)
+    assert default is not None
+    assert default.group(1) == "python:3.11-slim-trixie"
