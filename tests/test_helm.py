@@ -496,7 +496,13 @@ def test_prometheus_rule_alerts(helm: str) -> None:
         "EventSinkDeadLetters",
         "EventSinkHigh5xxRatio",
         "EventSinkCommitFailures",
+        "EventSinkDown",
     }
+    # EventSinkDown reads the scrape's own up and kube-state-metrics' desired replicas.
+    down = alerts.pop("EventSinkDown")["expr"]
+    assert f'up{{job="{FULLNAME}", namespace="{NAMESPACE}"}}' in down
+    desired = f'kube_deployment_spec_replicas{{namespace="{NAMESPACE}", deployment="{FULLNAME}"}}'
+    assert desired in down
     known = known_series()
     label_values = {
         "reason": set(metrics.PAUSE_REASONS),
