@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._acl import AclOperation  # not re-exported for type checkers
 
 from connector.config import KafkaSettings
 from connector.core.backoff import Backoff
@@ -94,6 +96,53 @@ def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
     return conf
 
 
+@dataclass(frozen=True, slots=True)
+class TopicCheck:
+    """What the brokers say of the dead-letter topic: usable, wrong for good (``fatal``:
+    start-up stops) or not known yet (``retry``: brokers unreachable)."""
+
+    fatal: str | None = None
+    retry: str | None = None
+
+
+_WRITABLE = {AclOperation.WRITE, AclOperation.ALL}
+
+
+def check_topic(admin: AdminClient, topic: str, timeout_s: float) -> TopicCheck:
+    """Whether ``topic`` exists and this principal may write to it (blocking).
+
+    DescribeTopics never creates a topic, and its authorized operations are what the
+    broker's ACLs grant us; without an authorizer every operation is granted."""
+    futures = admin.describe_topics(
+        TopicCollection([topic]), request_timeout=timeout_s, include_authorized_operations=True
+    )
+    try:
+        description = futures[topic].result(timeout=timeout_s + 5)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else KafkaError(KafkaError._FAIL)
+        code = error.code() if isinstance(error, KafkaError) else None
+        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return TopicCheck(
+                fatal=f"dlq.topic {topic!r} does not exist; create it (the connector never "
+                "creates topics), or unset dlq.topic"
+            )
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return TopicCheck(
+                fatal=f"dlq.topic {topic!r}: not authorized to describe it; grant this "
+                "principal DESCRIBE and WRITE on the topic"
+            )
+        return TopicCheck(retry=str(error.str() if isinstance(error, KafkaError) else error))
+    except TimeoutError:
+        return TopicCheck(retry=f"no answer from the brokers within {timeout_s:.0f} s")
+    granted = description.authorized_operations
+    if granted is not None and not _WRITABLE & set(granted):
+        return TopicCheck(
+            fatal=f"dlq.topic {topic!r}: this principal may not WRITE to it (ACL); grant "
+            "WRITE on the topic, or unset dlq.topic"
+        )
+    return TopicCheck()
+
+
 class DeadLetterWriter:
     """Writes to the DLQ topic and returns once the broker acknowledged.
 
@@ -121,12 +170,25 @@ class DeadLetterWriter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.failing = False  # the last write attempt failed
+        self._admin_conf: dict[str, Any] = {
+            **kafka.properties,
+            "bootstrap.servers": kafka.bootstrap_servers,
+        }
 
     def start(self) -> None:
         self._conf["logger"] = logging.getLogger("librdkafka.dlq")
         self._producer = Producer(self._conf)
         self._thread = threading.Thread(target=self._serve, name="dlq-delivery", daemon=True)
         self._thread.start()
+
+    async def check(self, timeout_s: float = 10.0) -> TopicCheck:
+        """:func:`check_topic` for this writer's topic, off the event loop."""
+        conf = {**self._admin_conf, "logger": logging.getLogger("librdkafka.dlq")}
+
+        def blocking() -> TopicCheck:
+            return check_topic(AdminClient(conf), self.topic, timeout_s)
+
+        return await asyncio.get_running_loop().run_in_executor(None, blocking)
 
     def _serve(self) -> None:
         producer = self._producer

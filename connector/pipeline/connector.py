@@ -99,6 +99,11 @@ class Connector:
     # -- the loop --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        writer = self._dead_letters
+        if writer is not None and not await lifecycle.verify_dead_letters(
+            writer, stop, self._health
+        ):
+            return  # stopped before the check passed: nothing consumed, nothing to commit
         await self._source.start()
         self._checkpoint.start()
         next_progress = self._clock()

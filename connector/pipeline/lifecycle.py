@@ -4,13 +4,17 @@ within the leave budget), what liveness and readiness say meanwhile, and the pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import Callable
 
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_sink import HttpSink
 from connector.adapters.kafka_source import KafkaSource
 from connector.adapters.registry import SchemaGatedSource
+from connector.config import ConfigError
+from connector.core.backoff import Backoff
 from connector.core.checks import Check
 from connector.core.classify import Outcome
 from connector.metrics import Metrics
@@ -24,6 +28,41 @@ LEAVE_TIMEOUT_S = 10.0
 # The consume loop may legitimately stand still while a revoke drains in-flight batches
 # (up to shutdown.drain_timeout_s); liveness allows that much and this margin on top.
 LIVENESS_MARGIN_S = 60.0
+
+
+async def verify_dead_letters(
+    writer: DeadLetterWriter,
+    stop: asyncio.Event,
+    health: Health,
+    rng: random.Random | None = None,
+) -> bool:
+    """Before the first record: the dead-letter topic exists and may be written, so a
+    missing topic or ACL is not found at the first dead letter. While the brokers do not
+    answer it retries with backoff, not ready meanwhile, as consuming does. A topic that
+    is missing or not writable stops start-up (ConfigError). False: ``stop`` came first."""
+    backoff, rng = Backoff(0.5, 30.0), rng or random.Random()
+    health.checking = f"checking the dead-letter topic {writer.topic}"
+    attempt = 0
+    while not stop.is_set():
+        health.turned()
+        result = await writer.check()
+        if result.fatal is not None:
+            raise ConfigError(result.fatal)
+        if result.retry is None:
+            health.checking = None
+            return True
+        delay = backoff.delay(attempt, rng)
+        attempt += 1
+        health.checking = f"the dead-letter topic {writer.topic} is not checked yet"
+        log.warning(
+            "cannot check dead-letter topic %s (%s); retrying in %.1fs",
+            writer.topic,
+            result.retry,
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):  # the delay passed, or stop came
+            await asyncio.wait_for(stop.wait(), delay)
+    return False
 
 
 async def finish(
@@ -58,6 +97,7 @@ async def finish(
 def readiness(
     *,
     failed: bool,
+    checking: str | None = None,
     brokers_down: bool,
     registry_down: bool,
     dlq_failing: bool,
@@ -67,6 +107,8 @@ def readiness(
     """Ready unless something stops delivery; the reason names what."""
     if failed:
         return Check(False, "stopping on an error")
+    if checking is not None:
+        return Check(False, checking)
     if brokers_down:
         return Check(False, "Kafka brokers unreachable")
     if registry_down:
@@ -107,6 +149,7 @@ class Health:
         self._limit_s = drain_timeout_s + LIVENESS_MARGIN_S
         self._clock = clock
         self._last_turn: float | None = None
+        self.checking: str | None = None  # a start-up check under way (not ready)
 
     def turned(self) -> None:
         """The loop started a turn."""
@@ -125,6 +168,7 @@ class Health:
         source, sink = self._source, self._sink
         return readiness(
             failed=self._delivery.failure is not None,
+            checking=self.checking,
             brokers_down=source.brokers_down,
             registry_down=isinstance(source, SchemaGatedSource) and source.registry_down,
             dlq_failing=self._dead_letters is not None and self._dead_letters.failing,

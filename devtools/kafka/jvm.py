@@ -117,6 +117,10 @@ def write_config(run_dir: Path, port: int, controller_port: int, log_level: str)
         "log.dirs": str(run_dir / "data"),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
+        # ACLs work, so a test can deny one topic's WRITE; a resource with no ACL stays open
+        # to everyone, as with no authorizer at all.
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "true",
         "group.initial.rebalance.delay.ms": "0",
         # Internal topics default to replication 3 and 50 partitions: one node can hold
         # one replica, and one partition is created much faster than 50 on two cores.
