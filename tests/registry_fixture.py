@@ -92,8 +92,15 @@ def build_app(state: RegistryState) -> web.Application:
             {"id": state.register(request.match_info["subject"], body["schema"])}
         )
 
+    async def schema_types(request: web.Request) -> web.Response:
+        refused = await gate(request)
+        if refused is not None:
+            return refused
+        return web.json_response(["AVRO"], content_type="application/vnd.schemaregistry.v1+json")
+
     app = web.Application()
     app[_STATE] = state
+    app.router.add_get("/schemas/types", schema_types)
     app.router.add_get("/schemas/ids/{id:\\d+}", get_schema)
     app.router.add_post("/subjects/{subject}/versions", post_version)
     return app

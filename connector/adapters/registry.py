@@ -115,6 +115,27 @@ class RegistryClient:
                     f"source.schema_registry.ca_file: cannot load {settings.ca_file}: {exc}"
                 ) from None
 
+    async def probe(self, session: aiohttp.ClientSession) -> str | None:
+        """``GET /schemas/types``, which every registry answers: None when it answered 200
+        with these credentials, else what went wrong (``check-config --probe``)."""
+        try:
+            async with session.get(
+                f"{self._base}/schemas/types",
+                headers=self._headers,
+                timeout=self._timeout,
+                ssl=self._ssl,
+                allow_redirects=False,
+                proxy=self.proxy.url,
+                proxy_headers=self.proxy.headers,
+            ) as response:
+                if response.status in (401, 403):
+                    return f"HTTP {response.status}: the credentials are refused"
+                if response.status != 200:
+                    return f"HTTP {response.status}"
+                return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"unreachable ({type(exc).__name__}: {exc})"
+
     async def schema(self, session: aiohttp.ClientSession, schema_id: int) -> dict[str, Any] | None:
         """The registry's answer for an id: its JSON object, or None for 404 (unknown id)."""
         url = f"{self._base}/schemas/ids/{schema_id}"

@@ -44,7 +44,7 @@ from connector.core.records import fallback_uuid
 from connector.mapping import mapper_for, sample_record
 from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
-from connector.ops import logs
+from connector.ops import logs, probe
 from connector.ops.health import HealthServer
 from connector.ops.replay import parse_time_ms
 from connector.ops.runtime import run_async, tune_gc
@@ -253,7 +253,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         proxy = _registry_client(settings).proxy.describe()
         print(f"# the network to the schema registry: proxy {proxy}")
     print(_sample_body(settings), end="")
-    return EXIT_OK
+    if not args.probe:
+        return EXIT_OK
+    registry = _registry_client(settings) if settings.source.format == "confluent" else None
+    lines = run_async(probe.probe(settings, registry, os.environ))
+    print("# probe: what this config reaches (no event is sent)")
+    for line in lines:
+        print(line.render())
+    return EXIT_OK if all(line.ok for line in lines) else EXIT_FAILED
 
 
 def _sample_body(settings: Settings) -> str:
@@ -332,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate and print the effective config")
     check.add_argument("--config", type=Path, help="YAML config file")
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also reach the brokers, topics, dead-letter topic, registry and API host "
+        "(a connection and TLS handshake, no event); exit 1 if any fails",
+    )
     check.set_defaults(func=cmd_check_config)
 
     replay_parser = sub.add_parser(
