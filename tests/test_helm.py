@@ -34,7 +34,7 @@ SCENARIOS = {p.name.removesuffix("-values.yaml"): p for p in sorted(CHART.glob("
 # Chart.yaml's kubeVersion floor, and the newest Kubernetes whose schemas kubernetes-validate ships.
 KUBE_VERSIONS = ("1.29", "1.37")
 # Custom resources: no schema in kubernetes-validate; their required fields are tested below.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
 RELEASE, NAMESPACE = "es", "event-sink"
 FULLNAME = f"{RELEASE}-event-sink"
 SASL_ENV = "EVENT_SINK__KAFKA__PROPERTIES__SASL.PASSWORD"
@@ -133,7 +133,9 @@ def scenario(request: pytest.FixtureRequest, helm: str) -> Rendered:
 
 
 def test_every_scenario_of_the_issue_is_there() -> None:
-    assert set(SCENARIOS) == {"minimal", "full-monitoring", "keda", "existing-secret", "sasl-ssl"}
+    assert set(SCENARIOS) == {
+        "minimal", "full-monitoring", "keda", "existing-secret", "sasl-ssl", "confluent"
+    }  # fmt: skip
 
 
 # --- helm lint, Kubernetes schemas ----------------------------------------------------------
@@ -168,6 +170,7 @@ EXPECTED_KINDS = {
     "keda": _DEFAULTS | {"ScaledObject"},
     "existing-secret": _CORE,  # no Secret, no ServiceAccount, no PDB
     "sasl-ssl": _DEFAULTS,
+    "confluent": _DEFAULTS | {"PodMonitor", "NetworkPolicy"},
 }
 
 
@@ -358,6 +361,12 @@ def test_hpa_and_keda_together_fail(helm: str) -> None:
         ("config.batch.max_events=lots", "at '/config/batch/max_events': got string, want integer"),
         ("config.batch.max_events=501", "at '/config/batch/max_events': maximum"),
         ("config.kafka.bogus=1", "at '/config/kafka': additional properties 'bogus' not allowed"),
+        # Pass-through values carry the Kubernetes schema of their field (scripts/chart-schema).
+        ("podSecurityContext.enabled=true", "at '/podSecurityContext': additional properties"),
+        ("livenessProbe.periodSeconds=often", "at '/livenessProbe/periodSeconds': got string"),
+        ("resources.requests.cpu=lots", "at '/resources/requests/cpu': 'lots' does not match"),
+        ("extraVolumes[0].emptyDir.size=1Gi", "at '/extraVolumes/0/emptyDir': additional prop"),
+        ("sidecars[0].image=busybox", "at '/sidecars/0': missing property 'name'"),
     ],
     ids=[
         "wrong-type",
@@ -367,6 +376,11 @@ def test_hpa_and_keda_together_fail(helm: str) -> None:
         "config-wrong-type",
         "config-out-of-range",
         "config-unknown-key",
+        "k8s-unknown-key",
+        "k8s-wrong-type",
+        "k8s-quantity",
+        "k8s-unknown-key-in-list",
+        "k8s-required",
     ],
 )
 def test_schema_refuses_bad_values(helm: str, setting: str, expected: str) -> None:

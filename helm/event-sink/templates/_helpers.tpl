@@ -90,7 +90,76 @@ contradict what the chart wires up.
 {{- $http := dig "http" dict $config }}
 {{- $_ := set $http "token_file" (printf "%s/token" (include "event-sink.tokenDir" .)) }}
 {{- $_ := set $config "http" $http }}
+{{- include "event-sink.checkRegistry" . }}
+{{- with .Values.registry.url }}
+{{- $source := dig "source" dict $config }}
+{{- $_ := set $source "schema_registry" (merge (dict "url" .) (dig "schema_registry" dict $source)) }}
+{{- $_ := set $config "source" $source }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+The Schema Registry: registry.url goes with config.source.format confluent, and the chart owns
+source.schema_registry.url and .username (the username comes from registry.existingSecret).
+*/}}
+{{- define "event-sink.checkRegistry" -}}
+{{- $registry := .Values.registry }}
+{{- $format := dig "source" "format" "avro" .Values.config }}
+{{- range $key := list "url" "username" }}
+{{- if hasKey (dig "source" "schema_registry" dict $.Values.config) $key }}
+{{- fail (printf "config.source.schema_registry.%s is set by the chart: use registry.url and registry.existingSecret (usernameKey, passwordKey or tokenKey)" $key) }}
+{{- end }}
+{{- end }}
+{{- if eq $format "confluent" }}
+{{- $_ := required "config.source.format is confluent: set registry.url (the Schema Registry's URL)" $registry.url }}
+{{- else if $registry.url }}
+{{- fail (printf "registry.url is set but config.source.format is %q: the registry is read only with format confluent" $format) }}
+{{- end }}
+{{- if and $registry.existingSecret (not $registry.url) }}
+{{- fail "registry.existingSecret is set but registry.url is not" }}
+{{- end }}
+{{- if and $registry.existingSecret (not $registry.tokenKey) (not (and $registry.usernameKey $registry.passwordKey)) }}
+{{- fail "registry.existingSecret needs usernameKey and passwordKey (basic auth) or tokenKey (bearer)" }}
+{{- end }}
+{{- end }}
+
+{{/* config.workers: the connector processes in each pod (default 1). */}}
+{{- define "event-sink.workers" -}}
+{{- dig "workers" 1 .Values.config | int }}
+{{- end }}
+
+{{/* Container resources: .Values.resources, with a CPU request of one core per worker unless requests.cpu is set. */}}
+{{- define "event-sink.resources" -}}
+{{- $resources := deepCopy .Values.resources }}
+{{- $requests := $resources.requests | default dict }}
+{{- if not (hasKey $requests "cpu") }}
+{{- $_ := set $requests "cpu" (printf "%dm" (mul (include "event-sink.workers" . | int) 1000)) }}
+{{- end }}
+{{- $_ := set $resources "requests" $requests }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/*
+A value rendered through `tpl`, the Bitnami way (common.tplvalues.render): a string as it is,
+anything else as YAML first. Usage: include "event-sink.render" (dict "value" .Values.x "context" $)
+*/}}
+{{- define "event-sink.render" -}}
+{{- if typeIs "string" .value }}
+{{- tpl .value .context }}
+{{- else }}
+{{- tpl (.value | toYaml) .context }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Grafana dashboard's uid, unique per release and namespace: the full name (cut to 27) and
+12 hex digits of a hash of namespace/full name, 40 characters at most (Grafana's limit).
+*/}}
+{{- define "event-sink.dashboardUid" -}}
+{{- $fullname := include "event-sink.fullname" . }}
+{{- $hash := printf "%s/%s" .Release.Namespace $fullname | sha256sum | trunc 12 }}
+{{- printf "%s-%s" ($fullname | replace "." "-" | trunc 27 | trimSuffix "-") $hash }}
 {{- end }}
 
 {{/* PromQL matchers selecting this release's series. */}}
