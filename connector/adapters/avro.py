@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import SchemaParseException
@@ -34,6 +34,19 @@ class DecodeError(DataError):
     """A message's bytes are not one record of the schema."""
 
     stage = Stage.DECODE
+
+
+class Decoder(Protocol):
+    """What the pipeline needs of a decoder: Avro, Confluent-framed Avro or JSON."""
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The reader schema, in the Avro shape the mapping is compiled against."""
+        ...
+
+    def decode_many(self, values: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
+        """Each value decoded, with the error in place of a record it refuses."""
+        ...
 
 
 def strip_logical_types(node: Any) -> Any:

@@ -27,10 +27,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from connector import __version__
-from connector.adapters.avro import AvroDecoder, load_schema
+from connector.adapters.decoders import decoder_for, registry_client
 from connector.adapters.dlq import DeadLetterWriter
-from connector.adapters.http_setup import HttpEnv, make_session, proxy_for, resolve
-from connector.adapters.registry import ConfluentDecoder, RegistryClient
+from connector.adapters.http_setup import HttpEnv, make_session, resolve
 from connector.config import (
     ConfigError,
     Settings,
@@ -91,11 +90,7 @@ async def run_connector(
     The HTTP session, the dead-letter producer and the health server live exactly as long
     as the connector.
     """
-    schema = load_schema(settings.source.schema_file)
-    decoder = AvroDecoder(schema)
-    if settings.source.format == "confluent":
-        # The local schema is the reader schema; writer schemas come from the registry.
-        decoder = ConfluentDecoder(schema, _registry_client(settings))
+    decoder = decoder_for(settings)
     metrics = Metrics(CollectorRegistry())
     dead_letters = None
     if settings.dlq.topic is not None:
@@ -128,20 +123,11 @@ async def run_connector(
             await dead_letters.close()
 
 
-def _registry_client(settings: Settings) -> RegistryClient:
-    registry = settings.source.schema_registry
-    # The registry goes through the same proxy as the API (http.proxy or the environment).
-    proxy = proxy_for(registry.url or "", settings.http.proxy, os.environ)
-    return RegistryClient(registry, proxy=proxy)
-
-
 def _load(config: Path | None) -> Settings:
     settings = load_settings(config)
     # Fail at start-up, not on the first record: the schema parses, the mapping fits it,
     # the registry's credentials and CA file are there, the network's files and secrets.
-    mapper_for(settings.mapping, load_schema(settings.source.schema_file))
-    if settings.source.format == "confluent":
-        _registry_client(settings)
+    mapper_for(settings.mapping, decoder_for(settings).schema)
     resolve(settings.http)
     return settings
 
@@ -250,12 +236,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"# the network to http.url: proxy {network['proxy']}; CA {network['ca']}")
     print(f"# the extra headers: {network['headers']}")
     if settings.source.format == "confluent":
-        proxy = _registry_client(settings).proxy.describe()
+        proxy = registry_client(settings).proxy.describe()
         print(f"# the network to the schema registry: proxy {proxy}")
     print(_sample_body(settings), end="")
     if not args.probe:
         return EXIT_OK
-    registry = _registry_client(settings) if settings.source.format == "confluent" else None
+    registry = registry_client(settings) if settings.source.format == "confluent" else None
     lines = run_async(probe.probe(settings, registry, os.environ))
     print("# probe: what this config reaches (no event is sent)")
     for line in lines:
@@ -265,7 +251,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _sample_body(settings: Settings) -> str:
     """The mapping applied to a sample record built from the schema: the event it sends."""
-    schema = load_schema(settings.source.schema_file)
+    schema = decoder_for(settings).schema
     mapper = mapper_for(settings.mapping, schema)
     record = sample_record(schema, mapper.sample_hints)
     topic = settings.kafka.topics[0]
@@ -274,13 +260,14 @@ def _sample_body(settings: Settings) -> str:
     except TransformError as exc:
         return f"# the mapping refuses the sample record built from the schema: {exc}\n"
     event = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    schema_file = settings.source.json_schema_file or settings.source.schema_file
     which = (
         "config"
         if settings.mapping is not None
         else "default (connector/mapping/user_behavior_event.yaml)"
     )
     return (
-        f"# the {which} mapping applied to a sample record of {settings.source.schema_file}\n"
+        f"# the {which} mapping applied to a sample record of {schema_file}\n"
         f"# (Kafka position {topic}[0]@0, timestamp 1700000000000): one event of data[]\n"
         + "".join(f"# {line}\n" for line in event.splitlines())
     )

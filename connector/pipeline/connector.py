@@ -15,7 +15,7 @@ from collections.abc import Callable
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from connector.adapters.avro import AvroDecoder
+from connector.adapters.avro import Decoder
 from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_setup import HttpEnv
 from connector.adapters.kafka_source import ConsumerFactory
@@ -45,7 +45,7 @@ class Connector:
         self,
         settings: Settings,
         *,
-        decoder: AvroDecoder,
+        decoder: Decoder,
         session: aiohttp.ClientSession,
         token: Callable[[], str],
         consumer_factory: ConsumerFactory | None = None,

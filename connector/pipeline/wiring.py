@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from connector.adapters.avro import AvroDecoder
+from connector.adapters.avro import Decoder
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
@@ -116,7 +116,7 @@ def in_flight_slots(settings: Settings, metrics: Metrics, clock: Callable[[], fl
 
 def source(
     settings: Settings,
-    decoder: AvroDecoder,
+    decoder: Decoder,
     session: aiohttp.ClientSession,
     checkpoint: Checkpoint,
     pausing: Pausing,
@@ -157,7 +157,7 @@ class Rooms:
 def build(
     settings: Settings,
     *,
-    decoder: AvroDecoder,
+    decoder: Decoder,
     session: aiohttp.ClientSession,
     token: Callable[[], str],
     consumer_factory: ConsumerFactory | None,
