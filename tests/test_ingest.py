@@ -17,7 +17,13 @@ def decode_many(values: list[bytes | None]) -> list[dict[str, Any] | DecodeError
     return [DecodeError("not Avro") if v == b"junk" else {"v": v} for v in values]
 
 
-def encode(record: dict[str, Any], fallback: Callable[[], str], timestamp_ms: int | None) -> bytes:
+def encode(
+    record: dict[str, Any],
+    fallback: Callable[[], str],
+    timestamp_ms: int | None,
+    message: SourceRecord,
+) -> bytes:
+    assert message.value == record["v"]  # the mapping sees the message it came from
     if record["v"] == b"unmappable":
         raise TransformError("identities: at least one")
     return b'{"uuid":"' + fallback().encode() + b'"}'

@@ -4,7 +4,6 @@ and nullable unions) and have a type the API field can use, or MappingError name
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,17 +11,14 @@ from connector.config_mapping import (
     ConstValue,
     FromPosition,
     IdentityRule,
-    KafkaTimestamp,
+    KafkaValue,
     LookupValue,
     MappingSettings,
 )
 from connector.mapping.default import default_mapping
+from connector.mapping.kafka_meta import CurrentMessage, describe, meta_getter, meta_type
 from connector.mapping.mapper import Mapper
 from connector.mapping.schema import (
-    EPOCH,
-    MICROS,
-    MILLIS,
-    ONE_MS,
     STRINGY,
     Converter,
     Getter,
@@ -32,33 +28,60 @@ from connector.mapping.schema import (
     getter,
     require_kind,
 )
+from connector.mapping.times import compile_time
 from connector.mapping.transform import TransformError
 from connector.mapping.values import converter_for
+
+
+def _field(
+    schema: Schema,
+    start: SchemaType,
+    spec: str | KafkaValue,
+    key: str,
+    allowed: set[str],
+    what: str,
+    current: CurrentMessage,
+) -> tuple[Getter, SchemaType]:
+    """(getter, type) of a path, or of Kafka metadata, checked against ``allowed``."""
+    if isinstance(spec, KafkaValue):
+        typ = meta_type(spec)
+        if typ.kind not in allowed:
+            raise MappingError(
+                f"mapping.{key}: {describe(spec)} is {typ.describe()}; {what} needs "
+                + " or ".join(sorted(allowed))
+            )
+        return meta_getter(spec, current), typ
+    typ = schema.path(start, spec, key)
+    require_kind(typ, allowed, key, spec, what)
+    return getter(spec), typ
 
 
 def _value_spec(
     schema: Schema,
     start: SchemaType,
-    spec: str | ConstValue | None,
+    spec: str | ConstValue | KafkaValue | None,
     key: str,
     allowed: set[str],
     what: str,
     const_type: type,
+    current: CurrentMessage,
 ) -> tuple[Getter | None, Any, SchemaType | None]:
-    """(getter, constant, type) of a path-or-constant spec."""
+    """(getter, constant, type) of a path-, metadata- or constant spec."""
     if spec is None:
         return None, None, None
     if isinstance(spec, ConstValue):
         if type(spec.const) is not const_type:
             raise MappingError(f"mapping.{key}: the constant must be a {const_type.__name__}")
         return None, spec.const, None
-    typ = schema.path(start, spec, key)
-    require_kind(typ, allowed, key, spec, what)
-    return getter(spec), None, typ
+    get, typ = _field(schema, start, spec, key, allowed, what, current)
+    return get, None, typ
 
 
 def _compile_event_key(
-    schema: Schema, spec: str | ConstValue | LookupValue, hints: dict[str, Any]
+    schema: Schema,
+    spec: str | ConstValue | LookupValue | KafkaValue,
+    hints: dict[str, Any],
+    current: CurrentMessage,
 ) -> Callable[[Mapping[str, Any]], str]:
     if isinstance(spec, ConstValue):
         if type(spec.const) is not str:
@@ -69,11 +92,10 @@ def _compile_event_key(
             return constant
 
         return const_key
-    if isinstance(spec, str):
-        typ = schema.path(schema.root, spec, "event_key")
-        require_kind(typ, STRINGY, "event_key", spec, "eventKey")
-        get = getter(spec)
-        message = f"{spec}: required, a non-empty string"
+    if isinstance(spec, (str, KafkaValue)):
+        get, _ = _field(schema, schema.root, spec, "event_key", STRINGY, "eventKey", current)
+        label = spec if isinstance(spec, str) else describe(spec)
+        message = f"{label}: required, a non-empty string"
 
         def path_key(record: Mapping[str, Any]) -> str:
             value = get(record)
@@ -82,9 +104,10 @@ def _compile_event_key(
             return value
 
         return path_key
-    path = spec.path
-    typ = schema.path(schema.root, path, "event_key")
-    require_kind(typ, STRINGY | {"int", "long", "boolean"}, "event_key", path, "a lookup")
+    field = spec.field
+    path = field if isinstance(field, str) else describe(field)
+    kinds = STRINGY | {"int", "long", "boolean"}
+    get, typ = _field(schema, schema.root, field, "event_key", kinds, "a lookup", current)
     key_type: type = {"int": int, "long": int, "boolean": bool}.get(typ.kind, str)
     for value in spec.lookup:
         if type(value) is not key_type:
@@ -102,8 +125,8 @@ def _compile_event_key(
             )
     table = dict(spec.lookup)
     default = spec.default
-    get = getter(path)
-    hints[path] = next(iter(table))
+    if isinstance(field, str):
+        hints[path] = next(iter(table))
     missing = f"{path}: value not in mapping.event_key.lookup and no default"
 
     def lookup_key(record: Mapping[str, Any]) -> str:
@@ -117,62 +140,8 @@ def _compile_event_key(
     return lookup_key
 
 
-def _compile_time(
-    schema: Schema, spec: str | KafkaTimestamp | None, hints: dict[str, Any]
-) -> Callable[[Mapping[str, Any], int | None], int | None] | None:
-    if spec is None:
-        return None
-    if isinstance(spec, KafkaTimestamp):
-
-        def kafka_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
-            return timestamp_ms if timestamp_ms is not None and timestamp_ms >= 0 else None
-
-        return kafka_time
-    typ = schema.path(schema.root, spec, "time")
-    require_kind(typ, {"long", "int", "string"}, "time", spec, "time")
-    get = getter(spec)
-    if typ.kind == "string":
-        hints[spec] = "2023-11-14T22:13:20.123Z"
-        bad = f"{spec}: not an ISO 8601 time"
-
-        def iso_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
-            value = get(record)
-            if value is None:
-                return None
-            try:
-                moment = dt.datetime.fromisoformat(value)
-            except (TypeError, ValueError):
-                raise TransformError(bad) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.UTC)
-            millis = (moment - EPOCH) // ONE_MS
-            if millis < 0:
-                raise TransformError(f"{spec}: before 1970")
-            return millis
-
-        return iso_time
-    if typ.logical is not None and typ.logical not in MILLIS | MICROS:
-        raise MappingError(
-            f"mapping.time: path {spec!r} is {typ.describe()}; time needs epoch "
-            "milliseconds or microseconds (timestamp-millis, timestamp-micros, long) "
-            "or an ISO 8601 string"
-        )
-    divisor = 1000 if typ.logical in MICROS else 1
-    message = f"{spec}: must be epoch milliseconds (a non-negative long)"
-
-    def epoch_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
-        value = get(record)
-        if value is None:
-            return None
-        if type(value) is not int or value < 0:
-            raise TransformError(message)
-        return value // divisor if divisor != 1 else value
-
-    return epoch_time
-
-
 def _compile_identity(
-    schema: Schema, rule: IdentityRule, index: int
+    schema: Schema, rule: IdentityRule, index: int, current: CurrentMessage
 ) -> Callable[[Mapping[str, Any], list[dict[str, Any]]], None]:
     key = f"identities[{index}]"
     start = schema.root
@@ -187,11 +156,11 @@ def _compile_identity(
                 f"{start.describe()}; each needs an array of records"
             )
     value_get, _, _ = _value_spec(
-        schema, start, rule.value, f"{key}.value", STRINGY, "identityValue", str
+        schema, start, rule.value, f"{key}.value", STRINGY, "identityValue", str, current
     )
     assert value_get is not None
     type_get, type_const, _ = _value_spec(
-        schema, start, rule.type, f"{key}.type", STRINGY, "identityType", str
+        schema, start, rule.type, f"{key}.type", STRINGY, "identityType", str, current
     )
     optionals: list[tuple[str, Getter | None, Any]] = []
     for api, spec, allowed, const_type in (
@@ -200,7 +169,9 @@ def _compile_identity(
         ("isWeChatEcosystem", rule.is_wechat_ecosystem, {"boolean"}, bool),
     ):
         name = {"isWeChatEcosystem": "is_wechat_ecosystem"}.get(api, api)
-        get, const, _ = _value_spec(schema, start, spec, f"{key}.{name}", allowed, api, const_type)
+        get, const, _ = _value_spec(
+            schema, start, spec, f"{key}.{name}", allowed, api, const_type, current
+        )
         if get is not None or const is not None:
             optionals.append((api, get, const))
     if rule.mpid is not None and rule.is_wechat_ecosystem is None:
@@ -209,10 +180,12 @@ def _compile_identity(
             "(the API needs isWeChatEcosystem whenever mpid is sent)"
         )
 
-    def name_of(spec: str | ConstValue | None, fallback: str) -> str:
+    def name_of(spec: str | ConstValue | KafkaValue | None, fallback: str) -> str:
+        if isinstance(spec, KafkaValue):
+            return describe(spec)
         return spec if isinstance(spec, str) else fallback
 
-    value_name = rule.value
+    value_name = name_of(rule.value, "value")
     type_name = name_of(rule.type, "type")
     wechat_name = name_of(rule.is_wechat_ecosystem, "is_wechat_ecosystem")
 
@@ -255,7 +228,9 @@ def _compile_identity(
     return apply_each
 
 
-def _compile_eventargs(schema: Schema, settings: MappingSettings) -> tuple[Getter | None, bool]:
+def _compile_eventargs(
+    schema: Schema, settings: MappingSettings, current: CurrentMessage
+) -> tuple[Getter | None, bool]:
     spec = settings.eventargs
     raw = False
     map_get: Getter | None = None
@@ -267,6 +242,9 @@ def _compile_eventargs(schema: Schema, settings: MappingSettings) -> tuple[Gette
         map_conv, raw = converter_for(schema, typ)
     picks: list[tuple[str, Getter, Converter | None]] = []
     for name, path in spec.pick.items():
+        if isinstance(path, KafkaValue):
+            picks.append((name, meta_getter(path, current), None))
+            continue
         typ = schema.path(schema.root, path, f"eventargs.pick.{name}")
         conv, inner_raw = converter_for(schema, typ)
         raw = raw or inner_raw
@@ -313,10 +291,13 @@ def compile_mapping(settings: MappingSettings, parsed_schema: Mapping[str, Any])
     if schema.root.kind != "record":
         raise MappingError("mapping: the schema's top level must be a record")
     hints: dict[str, Any] = {}
-    event_key = _compile_event_key(schema, settings.event_key, hints)
-    time = _compile_time(schema, settings.time, hints)
+    current = CurrentMessage()
+    event_key = _compile_event_key(schema, settings.event_key, hints, current)
+    time = compile_time(schema, settings.time, hints)
     uuid: Getter | None = None
-    if not isinstance(settings.uuid, FromPosition):
+    if isinstance(settings.uuid, KafkaValue):
+        uuid, _ = _field(schema, schema.root, settings.uuid, "uuid", {"string"}, "uuid", current)
+    elif not isinstance(settings.uuid, FromPosition):
         typ = schema.path(schema.root, settings.uuid, "uuid")
         require_kind(typ, {"string"}, "uuid", settings.uuid, "uuid")
         uuid = getter(settings.uuid)
@@ -339,11 +320,11 @@ def compile_mapping(settings: MappingSettings, parsed_schema: Mapping[str, Any])
 
         intid = const_intid
     elif settings.intid is not None:
-        typ = schema.path(schema.root, settings.intid, "intid")
-        require_kind(typ, STRINGY, "intid", settings.intid, "intid")
-        intid = getter(settings.intid)
-    rules = [_compile_identity(schema, rule, i) for i, rule in enumerate(settings.identities)]
-    eventargs, raw = _compile_eventargs(schema, settings)
+        intid, _ = _field(schema, schema.root, settings.intid, "intid", STRINGY, "intid", current)
+    rules = [
+        _compile_identity(schema, rule, i, current) for i, rule in enumerate(settings.identities)
+    ]
+    eventargs, raw = _compile_eventargs(schema, settings, current)
     return Mapper(
         identity_rules=rules,
         event_key=event_key,
@@ -353,7 +334,21 @@ def compile_mapping(settings: MappingSettings, parsed_schema: Mapping[str, Any])
         eventargs=eventargs,
         raw_numbers=raw,
         sample_hints=hints,
+        current=current,
+        headers=_headers_used(settings),
     )
+
+
+def _headers_used(settings: MappingSettings) -> tuple[str, ...]:
+    """Header names the mapping reads (check-config's sample message carries them)."""
+    specs: list[Any] = [settings.event_key, settings.uuid, settings.intid]
+    specs += list(settings.eventargs.pick.values())
+    for rule in settings.identities:
+        specs += [rule.value, rule.type, rule.platform, rule.mpid]
+    if isinstance(settings.event_key, LookupValue):
+        specs.append(settings.event_key.field)
+    names = [s.name for s in specs if isinstance(s, KafkaValue) and s.name is not None]
+    return tuple(dict.fromkeys(names))
 
 
 def mapper_for(settings: MappingSettings | None, parsed_schema: Mapping[str, Any]) -> Mapper:

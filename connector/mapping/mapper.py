@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connector.core.records import SourceRecord
+from connector.mapping.kafka_meta import CurrentMessage
 from connector.mapping.schema import Getter
 from connector.mapping.transform import TransformError, encode_event
 from connector.mapping.values import ENCODE, MARKED_NUMBER
@@ -26,6 +28,8 @@ class Mapper:
         eventargs: Getter | None,
         raw_numbers: bool,
         sample_hints: dict[str, Any],
+        current: CurrentMessage | None = None,
+        headers: tuple[str, ...] = (),
     ) -> None:
         self._identity_rules = identity_rules
         self._event_key = event_key
@@ -35,6 +39,8 @@ class Mapper:
         self._eventargs = eventargs
         self._raw_numbers = raw_numbers
         self.sample_hints = sample_hints  # path → a value that makes a good sample
+        self._current = current if current is not None else CurrentMessage()
+        self.headers_used = headers  # header names the mapping reads
 
     def to_event(
         self,
@@ -81,8 +87,11 @@ class Mapper:
         record: Mapping[str, Any],
         fallback_uuid: str | Callable[[], str],
         timestamp_ms: int | None = None,
+        message: SourceRecord | None = None,
     ) -> bytes:
-        """The event as compact UTF-8 JSON (what goes into a batch)."""
+        """The event as compact UTF-8 JSON (what goes into a batch). ``message`` is the
+        Kafka message ``record`` was decoded from: Kafka metadata in the mapping reads it."""
+        self._current.record = message
         event = self.to_event(record, fallback_uuid, timestamp_ms)
         if not self._raw_numbers:
             return encode_event(event)

@@ -39,7 +39,7 @@ from connector.config import (
     unset_required,
 )
 from connector.core.errors import EventSinkError
-from connector.core.records import fallback_uuid
+from connector.core.records import SourceRecord, fallback_uuid
 from connector.mapping import mapper_for, sample_record
 from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
@@ -255,8 +255,10 @@ def _sample_body(settings: Settings) -> str:
     mapper = mapper_for(settings.mapping, schema)
     record = sample_record(schema, mapper.sample_hints)
     topic = settings.kafka.topics[0]
+    headers = tuple((name, f"{name}-sample".encode()) for name in mapper.headers_used)
+    message = SourceRecord(topic, 0, 0, b"key-sample", None, 1_700_000_000_000, headers)
     try:
-        body = mapper.encode(record, fallback_uuid(topic, 0, 0), 1_700_000_000_000)
+        body = mapper.encode(record, fallback_uuid(topic, 0, 0), 1_700_000_000_000, message)
     except TransformError as exc:
         return f"# the mapping refuses the sample record built from the schema: {exc}\n"
     event = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
@@ -268,8 +270,9 @@ def _sample_body(settings: Settings) -> str:
     )
     return (
         f"# the {which} mapping applied to a sample record of {schema_file}\n"
-        f"# (Kafka position {topic}[0]@0, timestamp 1700000000000): one event of data[]\n"
-        + "".join(f"# {line}\n" for line in event.splitlines())
+        f"# (Kafka position {topic}[0]@0, timestamp 1700000000000, key key-sample"
+        f"{''.join(f', header {n}: {n}-sample' for n in mapper.headers_used)}): "
+        "one event of data[]\n" + "".join(f"# {line}\n" for line in event.splitlines())
     )
 
 

@@ -20,7 +20,7 @@ from connector.mapping.transform import TransformError
 _TOMBSTONE = "a null value (tombstone) carries no event"
 
 DecodeMany = Callable[[list[bytes | None]], Sequence[dict[str, Any] | DecodeError]]
-Encode = Callable[[dict[str, Any], Callable[[], str], int | None], bytes]
+Encode = Callable[[dict[str, Any], Callable[[], str], int | None, SourceRecord], bytes]
 
 
 class InvalidRecordError(DataError):
@@ -93,7 +93,7 @@ def ingest(
             continue
         try:
             # The fallback uuid is made only for a record that has no uuid of its own.
-            body = encode(decoded, record.fallback_uuid, record.timestamp_ms)
+            body = encode(decoded, record.fallback_uuid, record.timestamp_ms, record)
         except TransformError as exc:
             error = InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc))
             invalid.append((len(events), error))
