@@ -4,6 +4,7 @@ start-up, the same events as Avro gives, and a JSON topic on the real broker."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import orjson
@@ -19,6 +20,7 @@ from connector.config_mapping import MappingSettings
 from connector.core.records import fallback_uuid
 from connector.mapping import mapper_for
 from connector.mapping.schema import MappingError
+from connector.mapping.transform import TransformError
 from devtools import samples
 from devtools.kafka import KafkaCluster
 
@@ -103,9 +105,6 @@ def test_unsupported_schemas_and_configs_are_refused_by_name(tmp_path: Path) -> 
     with pytest.raises(SchemaError, match="the top level must be an object with properties"):
         load_json_schema(path)
     config = tmp_path / "c.yaml"
-    config.write_text("source: {format: json}\n")
-    with pytest.raises(ConfigError, match=r"source\.json_schema_file is not set"):
-        load_settings(config)
     config.write_text(f"source: {{json_schema_file: {JSON_SCHEMA}}}\n")
     with pytest.raises(ConfigError, match=r"source\.json_schema_file is set but source\.format"):
         load_settings(config)
@@ -129,9 +128,12 @@ def test_json_and_avro_of_one_record_become_the_same_event(seed: int) -> None:
         assert json.loads(json_mapper.encode(from_json, uuid, 1)) == expected
 
 
+@pytest.mark.parametrize("with_schema", [True, False], ids=["schema", "no-schema"])
 def test_a_json_topic_delivers_and_dead_letters_exactly_the_bad_records(
-    kafka: KafkaCluster, tmp_path: Path
+    kafka: KafkaCluster, tmp_path: Path, with_schema: bool
 ) -> None:
+    """Invalid JSON, a non-object, a missing event_key and a 65-bit integer: with the
+    schema all four fail decoding; without it the missing event_key fails the mapping."""
     with Drill("json", tmp_path, kafka.bootstrap_servers) as d:
         topic = d.topic(partitions=3)
         dlq = d.topic(partitions=1, stem="dlq")
@@ -143,11 +145,10 @@ def test_a_json_topic_delivers_and_dead_letters_exactly_the_bad_records(
                json.dumps(event(event_time=2**64)).encode()]  # fmt: skip
         bad_positions = produce_raw(d.bootstrap, produced, bad)
         sandbox = d.start_sandbox(latency_ms=2)
-        config = d.config(
-            topic,
-            source={"format": "json", "json_schema_file": str(JSON_SCHEMA)},
-            dlq={"topic": dlq, "on_invalid": "dlq"},
-        )
+        source = {"format": "json"}
+        if with_schema:
+            source["json_schema_file"] = str(JSON_SCHEMA)
+        config = d.config(topic, source=source, dlq={"topic": dlq, "on_invalid": "dlq"})
         connector = d.start_connector(config)
         d.wait_committed(produced, watch=[connector])  # every offset, the bad ones too
         assert connector.terminate() == 0, d.context()
@@ -157,7 +158,9 @@ def test_a_json_topic_delivers_and_dead_letters_exactly_the_bad_records(
     found = set()
     for _partition, _offset, value, headers in letters:
         named = dict(headers)
-        assert named["event-sink.stage"] == b"decode"
+        missing_key = value == bad[2]
+        expected_stage = b"transform" if missing_key and not with_schema else b"decode"
+        assert named["event-sink.stage"] == expected_stage
         position = (
             (named["event-sink.original.topic"] or b"").decode(),
             int(named["event-sink.original.partition"] or b""),
@@ -167,3 +170,59 @@ def test_a_json_topic_delivers_and_dead_letters_exactly_the_bad_records(
         assert value == bad[bad_positions.index(position)]  # the original bytes
     assert found == set(bad_positions)
     assert len(letters) == 4
+
+
+# -- JSON without a schema: paths are checked per record ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def schemaless() -> JsonDecoder:
+    return JsonDecoder(None, None)
+
+
+def test_without_a_schema_any_object_decodes_but_not_the_rest(schemaless: JsonDecoder) -> None:
+    anything = {"whatever": [1, {"x": None}], "n": 2.5}
+    assert schemaless.decode_many([orjson.dumps(anything)]) == [anything]
+    assert "not a JSON object: an array" in verdict(schemaless, b"[1]")
+    assert "signed 64-bit" in verdict(schemaless, json.dumps({"n": 2**70}).encode())
+    assert "not UTF-8" in verdict(schemaless, b'{"a": "\xff"}')
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({k: v for k, v in event().items() if k != "event_key"}, "event_key: required"),
+        (event(event_key=7), "event_key: an integer where enum or string is needed"),
+        (event(identities=[{"type": "openid"}]), "identities[0].value: required, missing"),
+        (event(identities="o-1"), "identities: a string where array is needed"),
+        (event(identities=[{"type": "openid", "value": ["o"]}]), "value: an array where"),
+        (event(event_time="yesterday"), "event_time: not an ISO 8601 time"),
+        (event(event_time=-5), "event_time: must be epoch milliseconds"),
+        (event(properties=[1]), "properties: an array where map is needed"),
+    ],
+)  # fmt: skip
+def test_without_a_schema_what_the_api_needs_is_checked_per_record(
+    schemaless: JsonDecoder, record: dict[str, object], reason: str
+) -> None:
+    mapper = mapper_for(None, schemaless.schema)  # the default mapping compiles on anything
+    (decoded,) = schemaless.decode_many([orjson.dumps(record)])
+    assert isinstance(decoded, dict)
+    with pytest.raises(TransformError, match=re.escape(reason)):
+        mapper.encode(decoded, "fallback", None)
+
+
+def test_without_a_schema_optional_fields_are_omitted_and_times_may_be_iso(
+    schemaless: JsonDecoder,
+) -> None:
+    mapper = mapper_for(None, schemaless.schema)
+    record = event(event_time="2023-11-14T22:13:20.123Z")
+    del record["properties"]
+    (decoded,) = schemaless.decode_many([orjson.dumps(record)])
+    assert isinstance(decoded, dict)
+    got = json.loads(mapper.encode(decoded, "fallback", None))
+    assert got == {
+        "identities": [{"identityType": "openid", "identityValue": "o-1"}],
+        "time": 1_700_000_000_123,
+        "uuid": "e-1",
+        "eventKey": "c_buy",
+    }

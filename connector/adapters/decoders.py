@@ -23,8 +23,8 @@ def decoder_for(settings: Settings) -> Decoder:
     from the registry; json: the JSON Schema file."""
     source = settings.source
     if source.format == "json":
-        assert source.json_schema_file is not None  # the config refuses json without it
-        return JsonDecoder(load_json_schema(source.json_schema_file), source.json_schema_file)
+        path = source.json_schema_file
+        return JsonDecoder(None if path is None else load_json_schema(path), path)
     schema = load_schema(source.schema_file)
     if source.format == "confluent":
         return ConfluentDecoder(schema, registry_client(settings))

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from connector.adapters.avro import DecodeError, SchemaError
+from connector.mapping.schema import ANY_SCHEMA
 
 Check = Callable[[Any, str], str | None]  # (value, where) -> why it does not fit, or None
 
@@ -236,11 +237,14 @@ def _wide_int(value: bytes) -> bool:
 class JsonDecoder:
     """Parses and checks JSON messages against one schema, reused for every record."""
 
-    def __init__(self, doc: dict[str, Any], path: Path) -> None:
-        compiler = _Compiler(path)
-        shape, self._check = compiler.node(doc, "")
-        assert isinstance(shape, dict)
-        self._schema = shape
+    def __init__(self, doc: dict[str, Any] | None, path: Path | None) -> None:
+        """``doc`` None: no schema; paths are checked per record by the mapping."""
+        self._check: Check | None = None
+        self._schema: dict[str, Any] = ANY_SCHEMA
+        if doc is not None and path is not None:
+            shape, self._check = _Compiler(path).node(doc, "")
+            assert isinstance(shape, dict)
+            self._schema = shape
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -261,7 +265,7 @@ class JsonDecoder:
             raise DecodeError(f"not a JSON object: {_show(record)}")
         if _wide_int(value):
             raise DecodeError("an integer outside the signed 64-bit range")
-        problem = self._check(record, "")
+        problem = None if self._check is None else self._check(record, "")
         if problem is not None:
             raise DecodeError(f"does not match source.json_schema_file: {problem}")
         return record

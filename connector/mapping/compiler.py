@@ -19,13 +19,17 @@ from connector.mapping.default import default_mapping
 from connector.mapping.kafka_meta import CurrentMessage, describe, meta_getter, meta_type
 from connector.mapping.mapper import Mapper
 from connector.mapping.schema import (
+    ANY,
     STRINGY,
+    AnySchema,
     Converter,
     Getter,
     MappingError,
     Schema,
     SchemaType,
+    checked,
     getter,
+    is_any,
     require_kind,
 )
 from connector.mapping.times import compile_time
@@ -53,6 +57,8 @@ def _field(
         return meta_getter(spec, current), typ
     typ = schema.path(start, spec, key)
     require_kind(typ, allowed, key, spec, what)
+    if typ.kind == ANY:
+        return checked(schema.getter(spec), spec, allowed), typ
     return getter(spec), typ
 
 
@@ -149,7 +155,7 @@ def _compile_identity(
     if each is not None:
         typ = schema.path(schema.root, each, f"{key}.each")
         require_kind(typ, {"array"}, f"{key}.each", each, "each")
-        start = schema.resolve(typ.node["items"])
+        start = schema.root if typ.kind == ANY else schema.resolve(typ.node["items"])
         if start.kind != "record":
             raise MappingError(
                 f"mapping.{key}.each: path {each!r} is an array whose items are "
@@ -186,6 +192,7 @@ def _compile_identity(
         return spec if isinstance(spec, str) else fallback
 
     value_name = name_of(rule.value, "value")
+    typed = schema.typed
     type_name = name_of(rule.type, "type")
     wechat_name = name_of(rule.is_wechat_ecosystem, "is_wechat_ecosystem")
 
@@ -195,6 +202,8 @@ def _compile_identity(
     def one(element: Mapping[str, Any], position: int | None, out: list[dict[str, Any]]) -> None:
         value = value_get(element)
         if value is None:
+            if not typed:  # no schema says it may be null: the API needs it
+                raise TransformError(f"{where(position)}{value_name}: required, missing")
             return  # a rule whose value is null is skipped
         if type(value) is not str or not value:
             raise TransformError(f"{where(position)}{value_name}: required, a non-empty string")
@@ -216,7 +225,7 @@ def _compile_identity(
             one(record, None, out)
 
         return apply_one
-    each_get = getter(each)
+    each_get = getter(each) if schema.typed else checked(schema.getter(each), each, {"array"})
 
     def apply_each(record: Mapping[str, Any], out: list[dict[str, Any]]) -> None:
         elements = each_get(record)
@@ -238,12 +247,18 @@ def _compile_eventargs(
     if spec.map is not None:
         typ = schema.path(schema.root, spec.map, "eventargs.map")
         require_kind(typ, {"map"}, "eventargs.map", spec.map, "eventargs.map")
-        map_get = getter(spec.map)
-        map_conv, raw = converter_for(schema, typ)
+        if typ.kind == ANY:
+            map_get = checked(schema.getter(spec.map), spec.map, {"map"})
+        else:
+            map_get = getter(spec.map)
+            map_conv, raw = converter_for(schema, typ)
     picks: list[tuple[str, Getter, Converter | None]] = []
     for name, path in spec.pick.items():
         if isinstance(path, KafkaValue):
             picks.append((name, meta_getter(path, current), None))
+            continue
+        if not schema.typed:  # JSON values go out as they are
+            picks.append((name, schema.getter(path), None))
             continue
         typ = schema.path(schema.root, path, f"eventargs.pick.{name}")
         conv, inner_raw = converter_for(schema, typ)
@@ -285,7 +300,7 @@ def compile_mapping(settings: MappingSettings, parsed_schema: Mapping[str, Any])
     MappingError names the mapping key and the path that does not fit.
     """
     try:
-        schema = Schema(parsed_schema)
+        schema = AnySchema() if is_any(parsed_schema) else Schema(parsed_schema)
     except MappingError as exc:
         raise MappingError(f"mapping: {exc}") from None
     if schema.root.kind != "record":
@@ -298,9 +313,7 @@ def compile_mapping(settings: MappingSettings, parsed_schema: Mapping[str, Any])
     if isinstance(settings.uuid, KafkaValue):
         uuid, _ = _field(schema, schema.root, settings.uuid, "uuid", {"string"}, "uuid", current)
     elif not isinstance(settings.uuid, FromPosition):
-        typ = schema.path(schema.root, settings.uuid, "uuid")
-        require_kind(typ, {"string"}, "uuid", settings.uuid, "uuid")
-        uuid = getter(settings.uuid)
+        uuid, typ = _field(schema, schema.root, settings.uuid, "uuid", {"string"}, "uuid", current)
         if typ.logical == "uuid":
             raw_uuid = uuid
 

@@ -11,6 +11,7 @@ from typing import Any
 from connector.config import (
     ConfigError,
 )
+from connector.mapping.transform import TransformError
 
 # Where the Avro decoder keeps a timestamp annotation it stripped (it reads raw numbers),
 # so the mapping still knows millis from micros.
@@ -52,9 +53,16 @@ class SchemaType:
 
 
 class Schema:
+    # True for a schema whose types are known before the first record; AnySchema's are not.
+    typed = True
+
     def __init__(self, parsed: Mapping[str, Any]) -> None:
         self.named: dict[str, Any] = dict(parsed.get("__named_schemas") or {})
         self.root = self.resolve(parsed)
+
+    def getter(self, path: str) -> Getter:
+        """The accessor for ``path``: a path of a typed schema goes through records only."""
+        return getter(path)
 
     def resolve(self, node: Any, nullable: bool = False) -> SchemaType:
         if isinstance(node, str):
@@ -121,6 +129,75 @@ class Schema:
 
 _COMPLEX = {"record", "error", "enum", "array", "map", "fixed"}
 
+# JSON without a schema: whatever a path leads to is known only per record.
+ANY = "any"
+ANY_SCHEMA: dict[str, Any] = {"type": "record", "name": "AnyJson", "fields": [], ANY: True}
+
+
+class AnySchema(Schema):
+    """Records of no declared schema (``source.format: json`` without a schema file): every
+    path exists and may hold anything, so the compiler checks types per record instead."""
+
+    typed = False
+
+    def __init__(self) -> None:
+        super().__init__(ANY_SCHEMA)
+
+    def path(self, start: SchemaType, path: str, key: str) -> SchemaType:
+        return SchemaType(ANY, None, None, True)
+
+    def getter(self, path: str) -> Getter:
+        return safe_getter(path)
+
+
+def is_any(parsed: Mapping[str, Any]) -> bool:
+    return parsed.get(ANY) is True
+
+
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "enum": (str,), "boolean": (bool,), "int": (int,), "long": (int,),
+    "array": (list,), "map": (dict,), "record": (dict,),
+}  # fmt: skip
+
+
+def checked(get: Getter, path: str, allowed: set[str]) -> Getter:
+    """``get`` with the type check a schema would have made at start-up, made per record:
+    a value of another JSON type makes the record invalid, naming the path."""
+    types = {t for kind in allowed for t in _PYTHON_TYPES.get(kind, ())}
+    wanted = " or ".join(sorted(allowed))
+
+    def get_checked(record: Mapping[str, Any]) -> Any:
+        value = get(record)
+        if value is None or type(value) in types:  # exact: a boolean is no integer here
+            return value
+        found = _JSON_TYPES.get(type(value), type(value).__name__)
+        raise TransformError(f"{path}: {found} where {wanted} is needed")
+
+    return get_checked
+
+
+_JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "an array", dict: "an object"}  # fmt: skip
+
+
+def safe_getter(path: str) -> Getter:
+    """A dotted path through objects of unknown shape: None when a step is missing or
+    null; TransformError when a step is not an object."""
+    steps = path.split(".")
+
+    def get(record: Mapping[str, Any]) -> Any:
+        value: Any = record
+        for index, step in enumerate(steps):
+            if type(value) is not dict:
+                where = ".".join(steps[:index])
+                raise TransformError(f"{path}: {where} is not an object")
+            value = value.get(step)
+            if value is None:
+                return None
+        return value
+
+    return get
+
 
 def getter(path: str) -> Getter:
     """A fast accessor for a dotted path; None when any step is null."""
@@ -153,7 +230,7 @@ def getter(path: str) -> Getter:
 
 
 def require_kind(typ: SchemaType, allowed: set[str], key: str, path: str, what: str) -> None:
-    if typ.kind not in allowed:
+    if typ.kind not in allowed and typ.kind != ANY:
         raise MappingError(
             f"mapping.{key}: path {path!r} is {typ.describe()}; {what} needs "
             + " or ".join(sorted(allowed))

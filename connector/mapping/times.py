@@ -9,13 +9,13 @@ from typing import Any
 
 from connector.config_mapping import KafkaTimestamp
 from connector.mapping.schema import (
+    ANY,
     EPOCH,
     MICROS,
     MILLIS,
     ONE_MS,
     MappingError,
     Schema,
-    getter,
     require_kind,
 )
 from connector.mapping.transform import TransformError
@@ -34,27 +34,26 @@ def compile_time(
         return kafka_time
     typ = schema.path(schema.root, spec, "time")
     require_kind(typ, {"long", "int", "string"}, "time", spec, "time")
-    get = getter(spec)
+    get = schema.getter(spec)
     if typ.kind == "string":
         hints[spec] = "2023-11-14T22:13:20.123Z"
-        bad = f"{spec}: not an ISO 8601 time"
 
         def iso_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
             value = get(record)
-            if value is None:
-                return None
-            try:
-                moment = dt.datetime.fromisoformat(value)
-            except (TypeError, ValueError):
-                raise TransformError(bad) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.UTC)
-            millis = (moment - EPOCH) // ONE_MS
-            if millis < 0:
-                raise TransformError(f"{spec}: before 1970")
-            return millis
+            return None if value is None else _iso_ms(value, spec)
 
         return iso_time
+    if typ.kind == ANY:  # JSON without a schema: epoch ms or ISO 8601, per record
+
+        def any_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+            value = get(record)
+            if value is None:
+                return None
+            if type(value) is str:
+                return _iso_ms(value, spec)
+            return _epoch_ms(value, spec, 1)
+
+        return any_time
     if typ.logical is not None and typ.logical not in MILLIS | MICROS:
         raise MappingError(
             f"mapping.time: path {spec!r} is {typ.describe()}; time needs epoch "
@@ -62,14 +61,28 @@ def compile_time(
             "or an ISO 8601 string"
         )
     divisor = 1000 if typ.logical in MICROS else 1
-    message = f"{spec}: must be epoch milliseconds (a non-negative long)"
 
     def epoch_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
         value = get(record)
-        if value is None:
-            return None
-        if type(value) is not int or value < 0:
-            raise TransformError(message)
-        return value // divisor if divisor != 1 else value
+        return None if value is None else _epoch_ms(value, spec, divisor)
 
     return epoch_time
+
+
+def _iso_ms(value: Any, spec: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise TransformError(f"{spec}: not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    millis = (moment - EPOCH) // ONE_MS
+    if millis < 0:
+        raise TransformError(f"{spec}: before 1970")
+    return millis
+
+
+def _epoch_ms(value: Any, spec: str, divisor: int) -> int:
+    if type(value) is not int or value < 0:
+        raise TransformError(f"{spec}: must be epoch milliseconds (a non-negative long)")
+    return value // divisor if divisor != 1 else value

@@ -41,6 +41,7 @@ from connector.config import (
 from connector.core.errors import EventSinkError
 from connector.core.records import SourceRecord, fallback_uuid
 from connector.mapping import mapper_for, sample_record
+from connector.mapping.schema import is_any
 from connector.mapping.transform import TransformError
 from connector.metrics import Metrics
 from connector.ops import logs, probe
@@ -252,6 +253,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _sample_body(settings: Settings) -> str:
     """The mapping applied to a sample record built from the schema: the event it sends."""
     schema = decoder_for(settings).schema
+    if is_any(schema):
+        return "# JSON without a schema: no sample record (paths are checked per record)\n"
     mapper = mapper_for(settings.mapping, schema)
     record = sample_record(schema, mapper.sample_hints)
     topic = settings.kafka.topics[0]
