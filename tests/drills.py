@@ -485,6 +485,15 @@ class ConnectorProcess(_ChildProcess):
 # --------------------------------------------------------------------------- broker
 
 
+def readyz(port: int) -> tuple[int, str]:
+    """The status of ``/readyz`` on ``port`` and the reason it gives."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())["reason"]
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())["reason"]
+
+
 def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap})
 

@@ -9,8 +9,6 @@ that do not answer keep it running, not ready, retrying with backoff, until SIGT
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,18 +20,10 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from drills import Drill, admin_client, committed_offsets
+from drills import Drill, admin_client, committed_offsets, readyz
 
 from devtools.kafka import KafkaCluster, LocalKafka
 from devtools.kafka.jvm import free_ports
-
-
-def readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def committed_anything(d: Drill, topic: str) -> bool:

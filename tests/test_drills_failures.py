@@ -5,12 +5,9 @@ test_drills.py; the harness is tests/drills.py.)"""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +18,12 @@ from drills import (
     produce_raw,
     produce_records,
     read_topic,
+    readyz,
     wait_until,
 )
 
 from devtools import samples
 from devtools.kafka import KafkaCluster
-
-
-def readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
-            return answer.status, json.loads(answer.read())["reason"]
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())["reason"]
 
 
 def test_drill_3_a_503_storm_then_429_with_retry_after(kafka: KafkaCluster, tmp_path: Path) -> None:

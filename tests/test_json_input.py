@@ -226,3 +226,16 @@ def test_without_a_schema_optional_fields_are_omitted_and_times_may_be_iso(
         "uuid": "e-1",
         "eventKey": "c_buy",
     }
+
+
+def test_without_a_schema_a_lookup_takes_keys_of_any_json_type(schemaless: JsonDecoder) -> None:
+    settings = MappingSettings.model_validate(
+        {"event_key": {"path": "code", "lookup": {5: "c_buy", "x": "c_view"}},
+         "identities": [{"value": "user", "type": {"const": "user_id"}}]}
+    )  # fmt: skip
+    mapper = mapper_for(settings, schemaless.schema)
+    keys = [json.loads(mapper.encode({"code": code, "user": "u"}, "f", None))["eventKey"]
+            for code in (5, "x")]  # fmt: skip
+    assert keys == ["c_buy", "c_view"]
+    with pytest.raises(TransformError, match=r"value not in mapping\.event_key\.lookup"):
+        mapper.encode({"code": 6, "user": "u"}, "f", None)

@@ -61,14 +61,19 @@ def strip_logical_types(node: Any) -> Any:
     return node
 
 
+def read_json_file(path: Path, key: str) -> Any:
+    """A schema file's JSON; SchemaError names the config key, the file and the problem."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SchemaError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{key}: {path} is not valid JSON: {exc}") from None
+
+
 def load_schema(path: Path) -> dict[str, Any]:
     """Read and parse an .avsc file; SchemaError names the file and the problem."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SchemaError(f"source.schema_file: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"source.schema_file: {path} is not valid JSON: {exc}") from None
+    raw = read_json_file(path, "source.schema_file")
     try:
         parsed = fastavro.parse_schema(strip_logical_types(raw))
     except (SchemaParseException, ValueError, TypeError, KeyError) as exc:

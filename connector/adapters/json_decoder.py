@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from connector.adapters.avro import DecodeError, SchemaError
+from connector.adapters.avro import DecodeError, SchemaError, read_json_file
 from connector.mapping.schema import ANY_SCHEMA
 
 Check = Callable[[Any, str], str | None]  # (value, where) -> why it does not fit, or None
@@ -46,12 +46,7 @@ _KNOWN_KEYS = {
 
 def load_json_schema(path: Path) -> dict[str, Any]:
     """Read a JSON Schema file; SchemaError names the file and the problem."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SchemaError(f"source.json_schema_file: cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"source.json_schema_file: {path} is not valid JSON: {exc}") from None
+    doc = read_json_file(path, "source.json_schema_file")
     if not isinstance(doc, dict) or doc.get("type") != "object" or "properties" not in doc:
         raise SchemaError(
             f"source.json_schema_file: {path}: the top level must be an object with properties"

@@ -116,7 +116,7 @@ def _compile_event_key(
     get, typ = _field(schema, schema.root, field, "event_key", kinds, "a lookup", current)
     key_type: type = {"int": int, "long": int, "boolean": bool}.get(typ.kind, str)
     for value in spec.lookup:
-        if type(value) is not key_type:
+        if type(value) is not key_type and typ.kind != ANY:  # no schema: keys of any type
             raise MappingError(
                 f"mapping.event_key.lookup: key {value!r} is a {type(value).__name__}, "
                 f"but {path!r} is {typ.describe()}"
