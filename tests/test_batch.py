@@ -151,11 +151,14 @@ def test_partitioned_batches_hold_one_partition_each_in_order(
     # batches hold its events in read order, every event exactly once.
     clock = FakeClock()
     b = PartitionedBatcher(
-        max_events=max_events,
-        max_bytes=4000,
-        linger_s=0.5,
-        overhead_bytes=body_overhead(PUBLIC),
-        clock=clock,
+        lambda ids: Batcher(
+            max_events=max_events,
+            max_bytes=4000,
+            linger_s=0.5,
+            overhead_bytes=body_overhead(PUBLIC),
+            clock=clock,
+            ids=ids,
+        )
     )
     next_offset = [0, 0, 0, 0]
     events = []

@@ -170,6 +170,7 @@ class DeadLetterWriter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.failing = False  # the last write attempt failed
+        self._admin: AdminClient | None = None
         self._admin_conf: dict[str, Any] = {
             **kafka.properties,
             "bootstrap.servers": kafka.bootstrap_servers,
@@ -182,13 +183,18 @@ class DeadLetterWriter:
         self._thread.start()
 
     async def check(self, timeout_s: float = 10.0) -> TopicCheck:
-        """:func:`check_topic` for this writer's topic, off the event loop."""
-        conf = {**self._admin_conf, "logger": logging.getLogger("librdkafka.dlq")}
-
-        def blocking() -> TopicCheck:
-            return check_topic(AdminClient(conf), self.topic, timeout_s)
-
-        return await asyncio.get_running_loop().run_in_executor(None, blocking)
+        """:func:`check_topic` for this writer's topic, off the event loop; retries reuse
+        one admin client (made at the first check, dropped once the topic is usable)."""
+        if self._admin is None:
+            conf = {**self._admin_conf, "logger": logging.getLogger("librdkafka.dlq")}
+            self._admin = AdminClient(conf)
+        admin = self._admin
+        result = await asyncio.get_running_loop().run_in_executor(
+            None, check_topic, admin, self.topic, timeout_s
+        )
+        if result.retry is None:
+            self._admin = None  # checked for good: the client is not needed any more
+        return result
 
     def _serve(self) -> None:
         producer = self._producer

@@ -118,32 +118,16 @@ class Batcher:
 
 class PartitionedBatcher:
     """``delivery.ordering: partition``: one open batch per partition, so a request holds
-    one partition's events; each closes by the same limits as :class:`Batcher`'s."""
+    one partition's events; each is a :class:`Batcher` made by ``make`` (the same limits
+    for every partition), given the shared batch ids."""
 
-    def __init__(
-        self,
-        *,
-        max_events: int,
-        max_bytes: int,
-        linger_s: float,
-        overhead_bytes: int,
-        clock: Callable[[], float],
-    ) -> None:
-        self._limits = (max_events, max_bytes, linger_s, overhead_bytes)
+    def __init__(self, make: Callable[[Iterator[int]], Batcher]) -> None:
+        self._make = make
         self._ids = itertools.count()  # shared: batch ids stay unique across partitions
-        self._clock = clock
         self._open: dict[TopicPartition, Batcher] = {}
 
     def _new(self) -> Batcher:
-        max_events, max_bytes, linger_s, overhead_bytes = self._limits
-        return Batcher(
-            max_events=max_events,
-            max_bytes=max_bytes,
-            linger_s=linger_s,
-            overhead_bytes=overhead_bytes,
-            clock=self._clock,
-            ids=self._ids,
-        )
+        return self._make(self._ids)
 
     def __len__(self) -> int:
         return sum(len(batcher) for batcher in self._open.values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +44,19 @@ def public_params(settings: Settings) -> bytes:
 def batcher(
     settings: Settings, clock: Callable[[], float] = time.monotonic
 ) -> Batcher | PartitionedBatcher:
-    kind = PartitionedBatcher if settings.delivery.ordering == "partition" else Batcher
-    return kind(
-        max_events=settings.batch.max_events,
-        max_bytes=settings.batch.max_bytes,
-        linger_s=settings.batch.linger_ms / 1000,
-        overhead_bytes=body_overhead(public_params(settings)),
-        clock=clock,
-    )
+    overhead = body_overhead(public_params(settings))
+
+    def make(ids: Iterator[int] | None = None) -> Batcher:
+        return Batcher(
+            max_events=settings.batch.max_events,
+            max_bytes=settings.batch.max_bytes,
+            linger_s=settings.batch.linger_ms / 1000,
+            overhead_bytes=overhead,
+            clock=clock,
+            ids=ids,
+        )
+
+    return PartitionedBatcher(make) if settings.delivery.ordering == "partition" else make()
 
 
 def sink(
