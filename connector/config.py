@@ -7,6 +7,7 @@ file named by ``http.token_file``. Unknown keys and bad values fail with the key
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +47,13 @@ from connector.config_mapping import (  # noqa: F401  (re-exported)
     KafkaTimestamp,
     LookupValue,
     MappingSettings,
+)
+from connector.config_routes import RouteSettings, check_routes, with_merged_http
+from connector.config_source import (  # noqa: F401  (re-exported)
+    REGISTRY_PASSWORD_ENV,
+    REGISTRY_TOKEN_ENV,
+    SchemaRegistrySettings,
+    SourceSettings,
 )
 from connector.core.errors import EventSinkError
 
@@ -104,49 +112,6 @@ class KafkaSettings(_Section):
         return value
 
 
-REGISTRY_PASSWORD_ENV = "EVENT_SINK_REGISTRY_PASSWORD"
-REGISTRY_TOKEN_ENV = "EVENT_SINK_REGISTRY_TOKEN"
-
-
-class SchemaRegistrySettings(_Section):
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
-    # Basic auth: the user here, the password from EVENT_SINK_REGISTRY_PASSWORD.
-    # Bearer: EVENT_SINK_REGISTRY_TOKEN. Secrets never come from the file.
-    username: Annotated[str, Field(min_length=1)] | None = None
-    ca_file: Path | None = None
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-
-    @field_validator("url")
-    @classmethod
-    def _port_is_a_tcp_port(cls, value: str | None) -> str | None:
-        return check_url_port(value)
-
-
-class SourceSettings(_Section):
-    format: Literal["avro", "confluent", "json"] = "avro"
-    schema_file: Path = Path("schemas/user_behavior_event.avsc")
-    # format json: the JSON Schema (a subset) the messages follow and the mapping is checked
-    # against at start (without it, per record); refused with the Avro formats.
-    json_schema_file: Path | None = None
-    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
-    # A null value (a tombstone) carries no event: skip it (counted, its offset done), or
-    # treat it as an invalid record (dlq: dead-letter it; fail: stop).
-    on_tombstone: Literal["skip", "dlq", "fail"] = "skip"
-
-    @model_validator(mode="after")
-    def _confluent_needs_a_registry(self) -> SourceSettings:
-        if self.format == "confluent" and self.schema_registry.url is None:
-            raise ValueError(
-                "source.format is 'confluent' but source.schema_registry.url is not set"
-            )
-        if self.format != "json" and self.json_schema_file is not None:
-            raise ValueError(
-                f"source.json_schema_file is set but source.format is {self.format!r}; "
-                "it is read only with format json"
-            )
-        return self
-
-
 class BatchSettings(_Section):
     max_events: Annotated[int, Field(ge=1, le=500)] = 500
     max_bytes: Annotated[int, Field(ge=1024)] = 4_000_000
@@ -187,28 +152,45 @@ class Settings(_Section):
     shutdown: ShutdownSettings = ShutdownSettings()
     # None: the default mapping (connector/mapping/user_behavior_event.yaml, package data).
     mapping: MappingSettings | None = None
+    # Several streams, each with its own topics, source, mapping and http (merged over the
+    # top-level http); None: the top-level keys are one route, "default".
+    routes: tuple[RouteSettings, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _routes_own_their_keys(cls, data: Any) -> Any:
+        return with_merged_http(data)
 
     @model_validator(mode="after")
     def _dlq_needs_a_topic(self) -> Settings:
         if self.dlq.on_invalid == "dlq" and self.dlq.topic is None:
             raise ValueError("dlq.on_invalid is 'dlq' but dlq.topic is not set")
-        if self.source.on_tombstone == "dlq" and self.dlq.on_invalid != "dlq":
-            raise ValueError(
-                "source.on_tombstone is 'dlq' but dlq.on_invalid is not: set dlq.on_invalid "
-                "to 'dlq' (and dlq.topic), or on_tombstone to 'skip' or 'fail'"
-            )
-        if self.dlq.topic is not None and self.dlq.topic in self.kafka.topics:
+        for where, source in self._sources():
+            if source.on_tombstone == "dlq" and self.dlq.on_invalid != "dlq":
+                raise ValueError(
+                    f"{where}.on_tombstone is 'dlq' but dlq.on_invalid is not: set "
+                    "dlq.on_invalid to 'dlq' (and dlq.topic), or on_tombstone to 'skip' or "
+                    "'fail'"
+                )
+        if self.routes is not None:
+            check_routes(self.routes, self.dlq.topic)  # also: 1 to 64 of them
+        elif self.dlq.topic is not None and self.dlq.topic in self.kafka.topics:
             raise ValueError("dlq.topic must not be one of kafka.topics")
         return self
+
+    def _sources(self) -> list[tuple[str, SourceSettings]]:
+        if self.routes is None:
+            return [("source", self.source)]
+        return [(f"routes[{route.name}].source", route.source) for route in self.routes]
 
     def secret_values(self) -> list[str]:
         """Values in this config that must never be printed (for the log redactor)."""
         values = [str(value) for key, value in self.kafka.properties.items() if _is_secret_key(key)]
-        if self.source.format == "confluent":
-            env = os.environ
-            values += [
-                v for v in (env.get(REGISTRY_PASSWORD_ENV), env.get(REGISTRY_TOKEN_ENV)) if v
-            ]
+        for _, source in self._sources():
+            if source.format == "confluent":
+                # An unreadable file: the registry client says so at start.
+                with contextlib.suppress(ValueError):
+                    values += [v for v in source.schema_registry.secrets(os.environ) if v]
         return values
 
     def redacted(self) -> dict[str, Any]:
@@ -259,13 +241,15 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any, origin: str) ->
 def unset_required(settings: Settings) -> list[str]:
     """Keys ``run`` needs given explicitly (file or environment): their built-in defaults
     point at a developer's machine, never at a real cluster or API."""
-    missing = [
-        f"kafka.{key}"
-        for key in ("bootstrap_servers", "topics")
-        if key not in settings.kafka.model_fields_set
-    ]
-    if "url" not in settings.http.model_fields_set:
-        missing.append("http.url")
+    keys = ("bootstrap_servers",) if settings.routes else ("bootstrap_servers", "topics")
+    missing = [f"kafka.{key}" for key in keys if key not in settings.kafka.model_fields_set]
+    if settings.routes is None:
+        if "url" not in settings.http.model_fields_set:
+            missing.append("http.url")
+        return missing
+    for route in settings.routes:  # its own, or the top level's (merged in)
+        if "url" not in route.http.model_fields_set:
+            missing.append(f"routes[{route.name}].http.url")
     return missing
 
 
@@ -287,11 +271,12 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
-    if isinstance(data.get("http"), dict) and "token" in data["http"]:
-        raise ConfigError(
-            "http.token: the token must not be in the config file; "
-            f"set {TOKEN_ENV} or point http.token_file at a mounted secret"
-        )
+    for where, http in _http_sections(data):
+        if isinstance(http, dict) and "token" in http:
+            raise ConfigError(
+                f"{where}.token: the token must not be in the config file; "
+                f"set {TOKEN_ENV} or point {where}.token_file at a mounted secret"
+            )
     origins: dict[str, str] = {}
     for key_path, value, origin in _env_overrides(env):
         _set_path(data, key_path, value, origin)
@@ -300,6 +285,18 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, origins, Settings)) from None
+
+
+def _http_sections(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    sections = [("http", data.get("http"))]
+    routes = data.get("routes")
+    if isinstance(routes, list):
+        sections += [
+            (f"routes[{index}].http", route.get("http"))
+            for index, route in enumerate(routes)
+            if isinstance(route, dict)
+        ]
+    return sections
 
 
 def load_token(settings: Settings, environ: Mapping[str, str] | None = None) -> SecretStr:

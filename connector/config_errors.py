@@ -29,7 +29,7 @@ def format_errors(exc: ValidationError, origins: Mapping[str, str], root: type[B
             )
             if close:
                 message += f"; did you mean {close[0]!r}?"
-        lines.append(f"{path}{suffix}: {message}")
+        lines.append(f"{path}{suffix}: {message}" if path else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

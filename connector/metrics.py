@@ -8,10 +8,8 @@ user id. Series whose labels are known up front are created at zero, so a dashbo
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import threading
-from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,11 +21,10 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from connector import __version__
+from connector.config_routes import DEFAULT_ROUTE
+from connector.metrics_bulk import BulkHistogram
 
 OUTCOMES = ("delivered", "retry", "refused", "too_large", "auth")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
@@ -54,73 +51,22 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
-class BulkHistogram(Collector):
-    """A histogram fed a whole batch of observations at once.
-
-    The end-to-end latency is observed for every event: ``Histogram.observe`` takes a
-    lock per call (about 1.5 µs), this takes one per batch and a bisect per value.
-    Exposed exactly like a ``Histogram`` (``_bucket``, ``_count``, ``_sum``).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        buckets: Iterable[float],
-        registry: CollectorRegistry,
-    ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._bounds = sorted(float(bound) for bound in buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
-        self._sum = 0.0
-        self._lock = threading.Lock()  # scrapes may come from another thread
-        registry.register(self)
-
-    def observe_many(self, values: Iterable[float]) -> None:
-        """Observe each value; negative ones (clock skew) count as 0."""
-        bounds, counts, total = self._bounds, self._counts, 0.0
-        with self._lock:
-            for value in values:
-                if value < 0.0:
-                    value = 0.0
-                counts[bisect.bisect_left(bounds, value)] += 1
-                total += value
-            self._sum += total
-
-    def observe(self, value: float) -> None:
-        self.observe_many((value,))
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            counts, total = list(self._counts), self._sum
-        cumulative, buckets = 0, []
-        for bound, count in zip([*self._bounds, float("inf")], counts, strict=True):
-            cumulative += count
-            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
-        yield HistogramMetricFamily(
-            self._name, self._documentation, buckets=buckets, sum_value=total
-        )
-
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self._name, self._documentation)
-
-
-class Metrics:
-    """The connector's metrics. One instance per registry; pass it where it is needed."""
+class MetricFamilies:
+    """Every metric family, declared once per registry. Each carries ``route`` as its
+    first label (bounded: the config's routes); :class:`Metrics` is one route's view."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         # One `_created` series per counter and histogram doubles the output for a value no
         # alert or dashboard of ours uses. (The library's switch is process-wide.)
         disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = registry
         # What a platform team's dashboards expect of any Python service: CPU, memory,
         # file descriptors, start time, interpreter and collector figures.
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         p = "event_sink_"
-        tp = ("topic", "partition")
+        tp = ("route", "topic", "partition")
+        r = ("route",)
         self.records_consumed = Counter(
             p + "records_consumed", "Records read from Kafka.", tp, registry=registry
         )
@@ -133,89 +79,100 @@ class Metrics:
         self.records_dead_lettered = Counter(
             p + "records_dead_lettered",
             "Records written to the dead-letter topic.",
-            ("stage", "reason"),
+            ("route", "stage", "reason"),
             registry=registry,
         )
         self.records_failed = Counter(
             p + "records_failed",
             "Records that could not be decoded or mapped.",
-            ("stage", "reason"),
+            ("route", "stage", "reason"),
             registry=registry,
         )
         self.records_skipped = Counter(
             p + "records_skipped",
             "Records that carry no event and were passed over on purpose, by reason.",
-            ("reason",),
+            ("route", "reason"),
             registry=registry,
         )
         self.batches_sent = Counter(
             p + "batches_sent",
             "Batch send attempts, by how the API's answer was classified.",
-            ("outcome",),
+            ("route", "outcome"),
             registry=registry,
         )
         self.http_requests = Counter(
             p + "http_requests",
             "Requests to the import API, by status class (error: no answer).",
-            ("code",),
+            ("route", "code"),
             registry=registry,
         )
         self.http_retries = Counter(
             p + "http_retries",
             "Requests that will be sent again, by reason.",
-            ("reason",),
+            ("route", "reason"),
             registry=registry,
         )
         self.retry_budget_exhausted = Counter(
             p + "retry_budget_exhausted",
             "Batches that spent their retry budget (http.retry.max_attempts or "
             "give_up_after_s) and were bisected, each part tried once.",
+            r,
             registry=registry,
         )
         self.rate_limit_share = Gauge(
             p + "rate_limit_share",
             "What this member may send per second under http.rate_limit (its share of a "
             "group-wide cap), by unit: events or requests.",
-            ("unit",),
+            ("route", "unit"),
             registry=registry,
         )
         self.rate_limit_wait = Counter(
             p + "rate_limit_wait_seconds",
             "Seconds requests waited for rate-limit tokens before being sent (summed).",
+            r,
             registry=registry,
         )
         self.concurrency_limit = Gauge(
             p + "http_concurrency_limit",
             "Requests that may be in flight now: http.max_in_flight, or the adaptive limit.",
+            r,
             registry=registry,
         )
         self.http_request_bytes = Counter(
             p + "http_request_bytes",
             "Request body bytes sent to the import API (as sent: compressed when gzip), "
             "retries included.",
+            r,
             registry=registry,
         )
         self.last_delivery = Gauge(
             p + "last_delivery_timestamp_seconds",
             "Unix time of the last batch the API accepted (0: none yet).",
+            r,
             registry=registry,
         )
         self.http_in_flight = Gauge(
-            p + "http_requests_in_flight", "Requests awaiting an answer.", registry=registry
+            p + "http_requests_in_flight", "Requests awaiting an answer.", r, registry=registry
         )
         self.http_duration = Histogram(
             p + "http_request_duration_seconds",
             "Time from sending a request to its answer.",
             buckets=_REQUEST_BUCKETS,
+            labelnames=r,
             registry=registry,
         )
         self.batch_events = Histogram(
-            p + "batch_events", "Events per batch.", buckets=_BATCH_EVENT_BUCKETS, registry=registry
+            p + "batch_events",
+            "Events per batch.",
+            buckets=_BATCH_EVENT_BUCKETS,
+            labelnames=r,
+            registry=registry,
         )
         self.batch_bytes = Histogram(
             p + "batch_bytes",
             "Request body size per batch.",
             buckets=_BATCH_BYTE_BUCKETS,
+            labelnames=r,
             registry=registry,
         )
         self.end_to_end_latency = BulkHistogram(
@@ -223,6 +180,7 @@ class Metrics:
             "From the record's Kafka timestamp to the API's acceptance.",
             _LATENCY_BUCKETS,
             registry,
+            labelnames=r,
         )
         self.consumer_lag = Gauge(
             p + "consumer_lag",
@@ -243,41 +201,121 @@ class Metrics:
             registry=registry,
         )
         self.partitions_assigned = Gauge(
-            p + "partitions_assigned", "Partitions assigned to this member.", registry=registry
+            p + "partitions_assigned", "Partitions assigned to this member.", r, registry=registry
         )
         self.paused = Gauge(
             p + "paused",
             "1 while consumption is paused, by reason.",
-            ("reason",),
+            ("route", "reason"),
             registry=registry,
         )
         self.rebalances = Counter(
-            p + "rebalances", "Rebalance events, by kind.", ("kind",), registry=registry
+            p + "rebalances", "Rebalance events, by kind.", ("route", "kind"), registry=registry
         )
         self.backpressure_pauses = Counter(
             p + "backpressure_pauses",
             "Times consumption started to wait: too many events pending, or the API halted.",
+            r,
             registry=registry,
         )
         self.commit_duration = Histogram(
             p + "offset_commit_duration_seconds",
             "From sending an offset commit to the broker's answer.",
             buckets=_COMMIT_BUCKETS,
+            labelnames=r,
             registry=registry,
         )
         self.dlq_write_failures = Counter(
             p + "dlq_write_failures",
             "Dead-letter write attempts that failed (each is retried; nothing is skipped).",
+            r,
             registry=registry,
         )
         self.offset_commits = Counter(
-            p + "offset_commits", "Offset commits, by outcome.", ("outcome",), registry=registry
+            p + "offset_commits",
+            "Offset commits, by outcome.",
+            ("route", "outcome"),
+            registry=registry,
+        )
+        self.route_halted = Gauge(
+            p + "route_halted",
+            "1 while the route cannot deliver (readiness fails for it: the API refuses "
+            "the token, the brokers, registry or dead-letter topic are away), else 0.",
+            r,
+            registry=registry,
         )
         self.build_info = Gauge(
             p + "build_info", "Always 1; the version label.", ("version",), registry=registry
         )
         self.build_info.labels(__version__).set(1)
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Labelled(Generic[M]):
+    """A family seen from one route: ``labels(...)`` takes the labels after ``route``."""
+
+    __slots__ = ("family", "route")
+
+    def __init__(self, family: M, route: str) -> None:
+        self.family: M = family
+        self.route = route
+
+    def labels(self, *values: str) -> M:
+        return self.family.labels(self.route, *values)
+
+    def remove(self, *values: str) -> None:
+        self.family.remove(self.route, *values)
+
+
+class Metrics:
+    """One route's metrics (``route`` is the label's value). ``Metrics(registry)`` declares
+    the families on the registry; :meth:`for_route` gives another route's view of them."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        route: str = DEFAULT_ROUTE,
+        families: MetricFamilies | None = None,
+    ) -> None:
+        self.registry = registry
+        self.route = route
+        if families is None:
+            families = MetricFamilies(registry)
+        self._families = families
+        self.records_consumed = Labelled(families.records_consumed, route)
+        self.records_delivered = Labelled(families.records_delivered, route)
+        self.records_dead_lettered = Labelled(families.records_dead_lettered, route)
+        self.records_failed = Labelled(families.records_failed, route)
+        self.records_skipped = Labelled(families.records_skipped, route)
+        self.batches_sent = Labelled(families.batches_sent, route)
+        self.http_requests = Labelled(families.http_requests, route)
+        self.http_retries = Labelled(families.http_retries, route)
+        self.rate_limit_share = Labelled(families.rate_limit_share, route)
+        self.consumer_lag = Labelled(families.consumer_lag, route)
+        self.committed_offset = Labelled(families.committed_offset, route)
+        self.pending_records = Labelled(families.pending_records, route)
+        self.paused = Labelled(families.paused, route)
+        self.rebalances = Labelled(families.rebalances, route)
+        self.offset_commits = Labelled(families.offset_commits, route)
+        self.retry_budget_exhausted = families.retry_budget_exhausted.labels(route)
+        self.rate_limit_wait = families.rate_limit_wait.labels(route)
+        self.concurrency_limit = families.concurrency_limit.labels(route)
+        self.http_request_bytes = families.http_request_bytes.labels(route)
+        self.last_delivery = families.last_delivery.labels(route)
+        self.http_in_flight = families.http_in_flight.labels(route)
+        self.http_duration = families.http_duration.labels(route)
+        self.batch_events = families.batch_events.labels(route)
+        self.batch_bytes = families.batch_bytes.labels(route)
+        self.end_to_end_latency = families.end_to_end_latency.labels(route)
+        self.partitions_assigned = families.partitions_assigned.labels(route)
+        self.backpressure_pauses = families.backpressure_pauses.labels(route)
+        self.commit_duration = families.commit_duration.labels(route)
+        self.dlq_write_failures = families.dlq_write_failures.labels(route)
+        self.route_halted = families.route_halted.labels(route)
         self.records_skipped.labels("tombstone")
+        self.route_halted.set(0)
         for outcome in OUTCOMES:
             self.batches_sent.labels(outcome)
         for code in STATUS_CLASSES:
@@ -289,15 +327,23 @@ class Metrics:
         for outcome in COMMIT_OUTCOMES:
             self.offset_commits.labels(outcome)
 
-    @staticmethod
-    def total(counter: Counter) -> float:
-        """A counter's value summed over its labels (the progress log, the demo)."""
-        return sum(
-            sample.value
-            for metric in counter.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
-        )
+    def for_route(self, route: str) -> Metrics:
+        """Another route's view of the same families (one registry, one /metrics)."""
+        return Metrics(self.registry, route, self._families)
+
+    def total(self, counter: Labelled[Counter] | Counter) -> float:
+        """A counter's value for this route, summed over its other labels (the progress
+        log, the demo)."""
+        if isinstance(counter, Labelled):
+            samples = (
+                sample
+                for metric in counter.family.collect()
+                for sample in metric.samples
+                if sample.labels.get("route") == self.route
+            )
+        else:
+            samples = (sample for metric in counter.collect() for sample in metric.samples)
+        return float(sum(sample.value for sample in samples if sample.name.endswith("_total")))
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a partition's gauges once it is no longer ours (no stale lag)."""

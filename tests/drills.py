@@ -285,10 +285,13 @@ class SandboxProcess(_ChildProcess):
         startup_timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
         cafile: str | None = None,
+        keep_events: bool = False,
     ) -> None:
         argv = [sys.executable, "-m", "devtools.sandbox", "--port", "0", "--token", token]
+        if not keep_events:
+            argv.append("--no-keep-events")
         self._ssl_context = None if cafile is None else ssl.create_default_context(cafile=cafile)
-        super().__init__([*argv, "--no-keep-events", *extra_args], log_path, os.environ)
+        super().__init__([*argv, *extra_args], log_path, os.environ)
         self.url = self._wait_url(startup_timeout_s)  # the import URL, for the config
         self.base_url = "/".join(self.url.split("/", 3)[:3])  # http(s)://127.0.0.1:PORT
         if faults:
@@ -330,6 +333,11 @@ class SandboxProcess(_ChildProcess):
 
     def stats(self) -> dict[str, int]:
         result: dict[str, int] = self._call("GET", "/stats")
+        return result
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every accepted event, in arrival order (started with ``keep_events``)."""
+        result: list[dict[str, Any]] = self._call("GET", "/events", timeout_s=120.0)
         return result
 
     def uuids(self) -> set[str]:

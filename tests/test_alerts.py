@@ -40,12 +40,14 @@ def labels(severity: str, **extra: str) -> dict[str, str]:
     return {**extra, "severity": severity, **TEAM}
 
 
-LAG = f'event_sink_consumer_lag{{{SEL}, topic="t", partition="0", pod="p"}}'
-DELIVERED = f'event_sink_records_delivered_total{{{SEL}, pod="p"}}'
-PAUSED = f'event_sink_paused{{{SEL}, pod="p", reason="auth"}}'
-DEAD = (
-    f'event_sink_records_dead_lettered_total{{{SEL}, pod="p", stage="deliver", reason="refused"}}'
-)
+R = 'route="default"'
+LAG = f'event_sink_consumer_lag{{{SEL}, {R}, topic="t", partition="0", pod="p"}}'
+DELIVERED = f'event_sink_records_delivered_total{{{SEL}, {R}, pod="p"}}'
+# Two routes: "orders" waits with lag while "default" delivers.
+LAG_ORDERS = f'event_sink_consumer_lag{{{SEL}, route="orders", topic="o", partition="0", pod="p"}}'
+DELIVERED_ORDERS = f'event_sink_records_delivered_total{{{SEL}, route="orders", pod="p"}}'
+PAUSED = f'event_sink_paused{{{SEL}, {R}, pod="p", reason="auth"}}'
+DEAD = f'event_sink_records_dead_lettered_total{{{SEL}, {R}, pod="p", stage="deliver", reason="refused"}}'  # noqa: E501
 HTTP = f'event_sink_http_requests_total{{{SEL}, pod="p", code="%s"}}'
 COMMITS = f'event_sink_offset_commits_total{{{SEL}, pod="p", outcome="failure"}}'
 UP = f'up{{{SEL}, instance="10.0.0.1:9400", pod="p"}}'
@@ -57,14 +59,17 @@ CASES = [
     Case("EventSinkLagGrowing", "a high but flat lag", {LAG: "5000x60"}, "40m"),
     Case("EventSinkLagGrowing", "a rising lag below minLag", {LAG: "100+1x60"}, "40m"),
     Case("EventSinkNotDelivering", "lag, and the delivered counter flat for 30 min",
-         {LAG: "500x40", DELIVERED: "100x40"}, "30m", [labels("critical", **WHO)]),
+         {LAG: "500x40", DELIVERED: "100x40"}, "30m", [labels("critical", **WHO, route="default")]),
+    Case("EventSinkNotDelivering", "one route stuck while another delivers",
+         {LAG: "500x40", DELIVERED: "100+50x40", LAG_ORDERS: "300x40", DELIVERED_ORDERS: "7x40"},
+         "30m", [labels("critical", **WHO, route="orders")]),
     Case("EventSinkNotDelivering", "lag while delivering",
          {LAG: "500x40", DELIVERED: "100+50x40"}, "30m"),
     Case("EventSinkHaltedOnAuth", "paused on auth for 10 min",
-         {PAUSED: "1x20"}, "10m", [labels("critical", **WHO, pod="p")]),
+         {PAUSED: "1x20"}, "10m", [labels("critical", **WHO, pod="p", route="default")]),
     Case("EventSinkHaltedOnAuth", "not paused", {PAUSED: "0x20"}, "10m"),
     Case("EventSinkDeadLetters", "5 dead letters a minute", {DEAD: "0+5x20"}, "15m",
-         [labels("warning", **WHO, stage="deliver", reason="refused")]),
+         [labels("warning", **WHO, route="default", stage="deliver", reason="refused")]),
     Case("EventSinkDeadLetters", "the counter flat", {DEAD: "5x20"}, "15m"),
     Case("EventSinkHigh5xxRatio", "10 % of requests 5xx for 35 min",
          {HTTP % "5xx": "0+10x40", HTTP % "2xx": "0+90x40"}, "35m", [labels("warning", **WHO)]),

@@ -384,7 +384,12 @@ async def test_a_spent_budget_dead_letters_only_the_event_that_still_fails(
     assert outcome.reason == "retries_exhausted"
     assert (outcome.status, outcome.code, outcome.error_code) == (200, "500", "SYSTEM_ERROR")
     assert report.budget_spent
-    assert metrics.registry.get_sample_value("event_sink_retry_budget_exhausted_total") == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "event_sink_retry_budget_exhausted_total", {"route": "default"}
+        )
+        == 1
+    )
 
 
 async def test_without_a_budget_a_failing_batch_is_retried_not_split() -> None:

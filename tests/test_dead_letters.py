@@ -85,9 +85,10 @@ async def run_until_committed(
 def test_dead_letter_headers_keep_the_origin_and_never_a_value() -> None:
     record = SourceRecord("events", 3, 42, b"k", b"v", 1700000000000, (("trace", b"abc"),))
     failure = Failure("http", "body_code", "refused by the API", 200, "500", 4)
-    headers = dict(dead_letter_headers(record, failure))
+    headers = dict(dead_letter_headers(record, failure, "orders"))
     assert headers == {
         "trace": b"abc",
+        "event-sink.route": b"orders",
         "event-sink.original.topic": b"events",
         "event-sink.original.partition": b"3",
         "event-sink.original.offset": b"42",

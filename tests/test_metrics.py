@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from connector.metrics import BulkHistogram
+from connector.metrics_bulk import BulkHistogram
 
 BUCKETS = (0.01, 0.05, 0.1, 1, 2.5, 10)
 

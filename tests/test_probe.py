@@ -14,7 +14,7 @@ from net_fixtures import ForwardProxy, private_ca
 from registry_fixture import RegistryServer
 
 from connector.adapters.registry import RegistryClient
-from connector.config import SchemaRegistrySettings
+from connector.config_source import SchemaRegistrySettings
 from connector.ops.probe import registry_line
 from devtools.kafka import KafkaCluster
 from devtools.kafka.jvm import free_ports

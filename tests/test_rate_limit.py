@@ -46,10 +46,10 @@ async def test_a_request_waits_for_its_tokens_before_it_goes() -> None:
     await cap.acquire(600)  # 200 short: 0.2 s at 1,000 a second
     assert clock.sleeps == [pytest.approx(0.2)]
     assert metrics.registry.get_sample_value(
-        "event_sink_rate_limit_wait_seconds_total"
+        "event_sink_rate_limit_wait_seconds_total", {"route": "default"}
     ) == pytest.approx(0.2)
     assert metrics.registry.get_sample_value(
-        "event_sink_rate_limit_share", {"unit": "events"}
+        "event_sink_rate_limit_share", {"route": "default", "unit": "events"}
     ) == pytest.approx(1000)
 
 
@@ -103,7 +103,7 @@ async def test_a_group_member_takes_its_partitions_share_of_the_cap() -> None:
     assert cap.rate("events") == pytest.approx(300)
     assert cap.rate("requests") == pytest.approx(10)
     assert metrics.registry.get_sample_value(
-        "event_sink_rate_limit_share", {"unit": "events"}
+        "event_sink_rate_limit_share", {"route": "default", "unit": "events"}
     ) == pytest.approx(300)
     await share.rebalanced(0)  # everything revoked: the share stays until the next one
     assert cap.rate("events") == pytest.approx(300)

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._acl import AclOperation  # not re-exported for type checkers
 
 from connector.config import KafkaSettings
+from connector.config_routes import DEFAULT_ROUTE
 from connector.core.backoff import Backoff
 from connector.core.errors import Stage
 from connector.core.records import SourceRecord
@@ -41,6 +42,7 @@ H_HTTP_CODE = HEADER_PREFIX + "http.body_code"
 H_HTTP_ERROR_CODE = HEADER_PREFIX + "http.error_code"
 H_HTTP_MSG = HEADER_PREFIX + "http.msg"
 H_ATTEMPTS = HEADER_PREFIX + "attempts"
+H_ROUTE = HEADER_PREFIX + "route"
 
 _MESSAGE_LIMIT = 300
 
@@ -60,11 +62,12 @@ class Failure:
 
 
 def dead_letter_headers(
-    record: SourceRecord, failure: Failure
+    record: SourceRecord, failure: Failure, route: str = DEFAULT_ROUTE
 ) -> list[tuple[str, str | bytes | None]]:
     """The record's own headers, then ours (pure; tested on its own)."""
     headers: list[tuple[str, str | bytes | None]] = list(record.headers)
     ours: list[tuple[str, object]] = [
+        (H_ROUTE, route),
         (H_TOPIC, record.topic),
         (H_PARTITION, record.partition),
         (H_OFFSET, record.offset),
@@ -202,12 +205,18 @@ class DeadLetterWriter:
         while not self._stopping.is_set():
             producer.poll(0.1)
 
-    async def write(self, record: SourceRecord, failure: Failure) -> int:
-        """Write one dead letter; returns the number of attempts it took."""
+    async def write(
+        self, record: SourceRecord, failure: Failure, metrics: Metrics | None = None
+    ) -> int:
+        """Write one dead letter; returns the number of attempts it took. ``metrics`` is
+        the route's (its name goes in a header, failed attempts are counted on it); the
+        writer's own by default. The routes of a process share one writer and topic."""
         if self._producer is None:
             raise RuntimeError("DeadLetterWriter.start() was not called")
         loop = asyncio.get_running_loop()
-        headers = dead_letter_headers(record, failure)
+        metrics = metrics if metrics is not None else self._metrics
+        route = metrics.route if metrics is not None else DEFAULT_ROUTE
+        headers = dead_letter_headers(record, failure, route)
         attempt = 0
         while True:
             attempt += 1
@@ -233,8 +242,8 @@ class DeadLetterWriter:
                 self.failing = False
                 return attempt
             self.failing = True
-            if self._metrics is not None:
-                self._metrics.dlq_write_failures.inc()
+            if metrics is not None:
+                metrics.dlq_write_failures.inc()
             delay = self._backoff.delay(attempt, self._rng)
             log.error(
                 "dead-letter write to %s failed (%s); retrying in %.1fs, nothing is skipped",

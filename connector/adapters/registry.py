@@ -44,13 +44,8 @@ from connector.adapters.kafka_source import (
     KafkaSource,
     RebalanceCallback,
 )
-from connector.config import (
-    REGISTRY_PASSWORD_ENV,
-    REGISTRY_TOKEN_ENV,
-    ConfigError,
-    KafkaSettings,
-    SchemaRegistrySettings,
-)
+from connector.config import ConfigError, KafkaSettings
+from connector.config_source import REGISTRY_PASSWORD_ENV, SchemaRegistrySettings
 from connector.core.backoff import Backoff
 from connector.core.backpressure import PartitionHolds
 from connector.core.classify import origin
@@ -96,16 +91,20 @@ class RegistryClient:
         self._base = settings.url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._headers = {"Accept": "application/vnd.schemaregistry.v1+json, application/json"}
+        try:
+            password, token = settings.secrets(env)
+        except ValueError as exc:
+            raise ConfigError(f"source.{exc}") from None
         if settings.username is not None:
-            password = env.get(REGISTRY_PASSWORD_ENV)
             if not password:
                 raise ConfigError(
-                    f"source.schema_registry.username is set but {REGISTRY_PASSWORD_ENV} is not"
+                    "source.schema_registry.username is set but neither "
+                    f"schema_registry.password_file nor {REGISTRY_PASSWORD_ENV} is"
                 )
             basic = base64.b64encode(f"{settings.username}:{password}".encode()).decode("ascii")
             self._headers["Authorization"] = f"Basic {basic}"
-        elif env.get(REGISTRY_TOKEN_ENV):
-            self._headers["Authorization"] = f"Bearer {env[REGISTRY_TOKEN_ENV]}"
+        elif token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._ssl: ssl.SSLContext | bool = True
         if settings.ca_file is not None:
             try:

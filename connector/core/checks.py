@@ -9,3 +9,4 @@ from dataclasses import dataclass
 class Check:
     ok: bool
     reason: str
+    halted: tuple[str, ...] = ()  # routes that cannot deliver, when there are several

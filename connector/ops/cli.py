@@ -13,55 +13,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import yaml
-from prometheus_client import CollectorRegistry
-
 from connector import __version__
-from connector.adapters.decoders import decoder_for, registry_client
-from connector.adapters.dlq import DeadLetterWriter
-from connector.adapters.http_setup import HttpEnv, make_session, resolve
+from connector.adapters.http_setup import resolve
 from connector.config import (
     ConfigError,
     Settings,
     TokenSource,
-    load_settings,
-    load_token,
     unset_required,
 )
+from connector.config_routes import describe_routes, routes_of
 from connector.core.errors import EventSinkError
-from connector.core.records import SourceRecord, fallback_uuid
-from connector.mapping import mapper_for, sample_record
-from connector.mapping.schema import is_any
-from connector.mapping.transform import TransformError
-from connector.metrics import Metrics
-from connector.ops import logs, probe
-from connector.ops.health import HealthServer
+from connector.ops import logs
+from connector.ops.check import cmd_check_config
 from connector.ops.replay import parse_time_ms
 from connector.ops.runtime import run_async, tune_gc
-from connector.ops.workers import Supervisor, write_port_file
-from connector.pipeline.connector import Connector
+from connector.ops.serve import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    RunOutcome,
+    exit_code,
+    load_checked,
+    run_connector,
+)
+from connector.ops.workers import Supervisor
 
 log = logging.getLogger("connector")
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-def exit_code(error: EventSinkError) -> int:
-    """The one map from the project's errors to exit codes."""
-    if isinstance(error, ConfigError):
-        return EXIT_CONFIG  # includes a schema or mapping that cannot be used
-    return EXIT_FAILED  # DataError (a record that stops the run), InfrastructureError
-
 
 # The entry-point group of the commands that other installed packages add (devtools/).
 COMMANDS_GROUP = "event_sink.commands"
@@ -73,78 +57,22 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-@dataclass
-class RunOutcome:
-    left_cleanly: bool = True  # False: a Kafka client call may still hang in a thread
-
-
-async def run_connector(
-    settings: Settings,
-    token: TokenSource,
-    stop: asyncio.Event,
-    outcome: RunOutcome,
-    port_file: Path | None = None,
-    http_env: HttpEnv | None = None,
-) -> None:
-    """Run one connector until ``stop`` is set, with its metrics and health endpoints.
-
-    The HTTP session, the dead-letter producer and the health server live exactly as long
-    as the connector.
-    """
-    decoder = decoder_for(settings)
-    metrics = Metrics(CollectorRegistry())
-    dead_letters = None
-    if settings.dlq.topic is not None:
-        dead_letters = DeadLetterWriter(settings.kafka, settings.dlq.topic, metrics=metrics)
-        dead_letters.start()
-    try:
-        async with make_session(settings.http.max_in_flight) as session:
-            connector = Connector(
-                settings,
-                decoder=decoder,
-                session=session,
-                token=token,
-                metrics=metrics,
-                dead_letters=dead_letters,
-                http_env=http_env,
-            )
-            health = HealthServer.for_connector(
-                metrics.registry, connector, host=settings.metrics.host, port=settings.metrics.port
-            )
-            async with health:
-                log.info("metrics and health on port %d", health.port)
-                if port_file is not None:  # a worker of `workers: N`: tell the supervisor
-                    write_port_file(port_file, health.port)
-                try:
-                    await connector.run(stop)
-                finally:
-                    outcome.left_cleanly = connector.left_cleanly
-    finally:
-        if dead_letters is not None:
-            await dead_letters.close()
-
-
-def _load(config: Path | None) -> Settings:
-    settings = load_settings(config)
-    # Fail at start-up, not on the first record: the schema parses, the mapping fits it,
-    # the registry's credentials and CA file are there, the network's files and secrets.
-    mapper_for(settings.mapping, decoder_for(settings).schema)
-    resolve(settings.http)
-    return settings
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        settings = _load(args.config)
+        settings = load_checked(args.config)
         missing = unset_required(settings)
         if missing:
             raise ConfigError(
                 "invalid configuration: not set, and run needs them explicitly (the "
                 "defaults point at a developer's machine): " + ", ".join(missing)
             )
-        http_env = resolve(settings.http)
-        redactor = logs.Redactor([*settings.secret_values(), *http_env.secrets])
-        token = TokenSource(settings, on_token=redactor.add)
+        routes = routes_of(settings)
+        http_envs = {route.name: resolve(route.settings.http) for route in routes}
+        secrets = [secret for env in http_envs.values() for secret in env.secrets]
+        redactor = logs.Redactor([*settings.secret_values(), *secrets])
+        tokens = {
+            route.name: TokenSource(route.settings, on_token=redactor.add) for route in routes
+        }
     except ConfigError as exc:
         log.error("%s", exc)
         return exit_code(exc)
@@ -163,9 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await run_connector(settings, token, stop, outcome, args.worker_port_file, http_env)
+        await run_connector(settings, tokens, stop, outcome, args.worker_port_file, http_envs)
 
-    log.info("event-sink %s starting: topics %s", __version__, ", ".join(settings.kafka.topics))
+    log.info("event-sink %s starting: %s", __version__, describe_routes(routes))
     code = EXIT_OK
     try:
         run_async(main())
@@ -207,10 +135,10 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         return await supervisor.run(stop)
 
     log.info(
-        "event-sink %s starting %d workers: topics %s",
+        "event-sink %s starting %d workers: %s",
         __version__,
         settings.workers,
-        ", ".join(settings.kafka.topics),
+        describe_routes(routes_of(settings)),
     )
     code = run_async(main())
     if code == EXIT_OK:
@@ -218,72 +146,11 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        settings = _load(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exit_code(exc)
-    effective = settings.redacted()
-    for key in unset_required(settings):
-        print(f"warning: {key} is not set; 'run' refuses to start without it", file=sys.stderr)
-    try:
-        load_token(settings)
-        effective["http"]["token"] = "*** (set)"
-    except ConfigError as exc:
-        print(f"warning: {exc} (needed by 'run')", file=sys.stderr)
-    print(yaml.safe_dump(effective, sort_keys=False), end="")
-    network = resolve(settings.http).describe()  # names and sources, never a secret value
-    print(f"# the network to http.url: proxy {network['proxy']}; CA {network['ca']}")
-    print(f"# the extra headers: {network['headers']}")
-    if settings.source.format == "confluent":
-        proxy = registry_client(settings).proxy.describe()
-        print(f"# the network to the schema registry: proxy {proxy}")
-    print(_sample_body(settings), end="")
-    if not args.probe:
-        return EXIT_OK
-    registry = registry_client(settings) if settings.source.format == "confluent" else None
-    lines = run_async(probe.probe(settings, registry, os.environ))
-    print("# probe: what this config reaches (no event is sent)")
-    for line in lines:
-        print(line.render())
-    return EXIT_OK if all(line.ok for line in lines) else EXIT_FAILED
-
-
-def _sample_body(settings: Settings) -> str:
-    """The mapping applied to a sample record built from the schema: the event it sends."""
-    schema = decoder_for(settings).schema
-    if is_any(schema):
-        return "# JSON without a schema: no sample record (paths are checked per record)\n"
-    mapper = mapper_for(settings.mapping, schema)
-    record = sample_record(schema, mapper.sample_hints)
-    topic = settings.kafka.topics[0]
-    headers = tuple((name, f"{name}-sample".encode()) for name in mapper.headers_used)
-    message = SourceRecord(topic, 0, 0, b"key-sample", None, 1_700_000_000_000, headers)
-    try:
-        body = mapper.encode(record, fallback_uuid(topic, 0, 0), 1_700_000_000_000, message)
-    except TransformError as exc:
-        return f"# the mapping refuses the sample record built from the schema: {exc}\n"
-    event = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    schema_file = settings.source.json_schema_file or settings.source.schema_file
-    which = (
-        "config"
-        if settings.mapping is not None
-        else "default (connector/mapping/user_behavior_event.yaml)"
-    )
-    return (
-        f"# the {which} mapping applied to a sample record of {schema_file}\n"
-        f"# (Kafka position {topic}[0]@0, timestamp 1700000000000, key key-sample"
-        f"{''.join(f', header {n}: {n}-sample' for n in mapper.headers_used)}): "
-        "one event of data[]\n" + "".join(f"# {line}\n" for line in event.splitlines())
-    )
-
-
 def cmd_replay_dlq(args: argparse.Namespace) -> int:
     from connector.ops.replay import ReplayFilter, replay
 
     try:
-        settings = _load(args.config)
+        settings = load_checked(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code(exc)

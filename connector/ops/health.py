@@ -71,7 +71,10 @@ class HealthServer:
     @staticmethod
     def _answer(check: Check) -> web.Response:
         status = 200 if check.ok else 503
-        body = json.dumps({"ok": check.ok, "reason": check.reason})
+        answer: dict[str, object] = {"ok": check.ok, "reason": check.reason}
+        if check.halted:
+            answer["halted_routes"] = list(check.halted)
+        body = json.dumps(answer)
         return web.Response(status=status, text=body, content_type="application/json")
 
     async def _healthz(self, _request: web.Request) -> web.Response:

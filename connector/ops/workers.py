@@ -56,6 +56,7 @@ MAX_GAUGES = frozenset(
         "event_sink_consumer_lag",
         "event_sink_pending_records",
         "event_sink_paused",
+        "event_sink_route_halted",
         "event_sink_build_info",
         "event_sink_last_delivery_timestamp_seconds",  # the latest of any worker
         "process_start_time_seconds",  # the most recent start

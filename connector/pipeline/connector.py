@@ -55,6 +55,7 @@ class Connector:
         metrics: Metrics | None = None,
         dead_letters: DeadLetterWriter | None = None,
         http_env: HttpEnv | None = None,
+        foreign: Callable[[str], str | None] | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -73,11 +74,12 @@ class Connector:
             dead_letters=dead_letters,
             http_env=http_env,
             drain=self._flush_and_drain,
+            foreign=foreign,
         )
         self._mapper, self._dead_letters = rooms.mapper, rooms.dead_letters
         self._checkpoint, self._backpressure = rooms.checkpoint, rooms.backpressure
         self._batcher, self._sink, self._source = rooms.batcher, rooms.sink, rooms.source
-        self._delivery, self._health = rooms.delivery, rooms.health
+        self._delivery, self._health, self._guard = rooms.delivery, rooms.health, rooms.guard
         # False when shutdown gave up on committing or leaving the group (brokers down): a
         # consumer call may still be stuck in a client thread, so the process must not wait
         # for those threads on exit.
@@ -115,9 +117,12 @@ class Connector:
                 await self._backpressure.apply(
                     self.tracker, halted=self._sink.halted, throttled=self._sink.gate.throttled()
                 )
+                self.metrics.route_halted.set(0 if self._health.readiness().ok else 1)
                 records = await self._source.consume(
                     self._settings.kafka.consume_max_messages, self._wait_s()
                 )
+                if self._guard is not None:
+                    self._guard.check()  # before a record of a foreign topic is tracked
                 if records:
                     self._ingest(records)
                 while (batch := self._batcher.poll()) is not None:

@@ -110,7 +110,7 @@ class Delivery:
         self, record: SourceRecord, receipt: Resolver, failure: Failure
     ) -> None:
         assert self._dead_letters is not None  # only called with a writer configured
-        await self._dead_letters.write(record, failure)
+        await self._dead_letters.write(record, failure, self.metrics)
         receipt.resolve((record.offset,))
         self.metrics.records_dead_lettered.labels(failure.stage, failure.error_class).inc()
 

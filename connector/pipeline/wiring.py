@@ -16,14 +16,15 @@ from connector.adapters.avro import Decoder
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
-from connector.adapters.kafka_source import ConsumerFactory, KafkaSource
+from connector.adapters.kafka_source import ConsumerFactory, KafkaSource, RebalanceCallback
 from connector.adapters.rate_limit import RateLimiter
 from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
-from connector.config import Settings
+from connector.config import ConfigError, Settings
 from connector.core import backpressure
 from connector.core.batch import Batcher, PartitionedBatcher, body_overhead
 from connector.core.classify import OVERRIDABLE
 from connector.core.concurrency import AdaptiveLimit, AimdSettings
+from connector.core.records import TopicPartition
 from connector.mapping import Mapper, mapper_for
 from connector.metrics import Metrics
 from connector.pipeline.checkpoint import Checkpoint
@@ -119,6 +120,34 @@ def in_flight_slots(settings: Settings, metrics: Metrics, clock: Callable[[], fl
     return Slots(http.max_in_flight, adaptive=adaptive, metrics=metrics, clock=clock)
 
 
+class TopicGuard:
+    """Refuses a topic that another route claims too (two ``topic_pattern`` routes that a
+    new topic both match): the assignment is noted, and the loop stops on it before any
+    record of that topic is tracked, so nothing of it is committed."""
+
+    def __init__(self, foreign: Callable[[str], str | None]) -> None:
+        self._foreign = foreign
+        self.conflict: str | None = None
+
+    def wrap(self, on_assign: RebalanceCallback) -> RebalanceCallback:
+        async def guarded(tps: list[TopicPartition]) -> None:
+            for topic in sorted({topic for topic, _ in tps}):
+                why = self._foreign(topic)
+                if why is not None and self.conflict is None:
+                    self.conflict = why
+            await on_assign(tps)
+
+        return guarded
+
+    def check(self) -> None:
+        if self.conflict is not None:
+            raise RouteConflictError(self.conflict)
+
+
+class RouteConflictError(ConfigError):
+    """A topic is claimed by two routes (found at assignment time)."""
+
+
 def source(
     settings: Settings,
     decoder: Decoder,
@@ -126,10 +155,12 @@ def source(
     checkpoint: Checkpoint,
     pausing: Pausing,
     consumer_factory: ConsumerFactory | None,
+    guard: TopicGuard | None = None,
 ) -> KafkaSource:
     """The Kafka source; its rebalance and commit callbacks go to the checkpoint."""
+    on_assign = checkpoint.on_assign if guard is None else guard.wrap(checkpoint.on_assign)
     kwargs: dict[str, Any] = {
-        "on_assign": checkpoint.on_assign,
+        "on_assign": on_assign,
         "on_revoke": checkpoint.on_revoke,
         "on_lost": checkpoint.on_lost,
         "on_commit": checkpoint.acknowledged,
@@ -157,6 +188,7 @@ class Rooms:
     source: KafkaSource
     delivery: Delivery
     health: Health
+    guard: TopicGuard | None
 
 
 def build(
@@ -173,8 +205,10 @@ def build(
     dead_letters: DeadLetterWriter | None,
     http_env: HttpEnv | None,
     drain: Callable[[], Awaitable[int]],
+    foreign: Callable[[str], str | None] | None = None,
 ) -> Rooms:
-    """Every room, connected; ``drain`` is the loop's (flush the open batch, then wait)."""
+    """Every room, connected; ``drain`` is the loop's (flush the open batch, then wait);
+    ``foreign`` says why a topic belongs to another route (see TopicGuard)."""
     if settings.dlq.on_invalid == "dlq" and dead_letters is None:
         raise ValueError("dlq.on_invalid is 'dlq' but no dead-letter writer was given")
     writer = dead_letters if settings.dlq.on_invalid == "dlq" else None
@@ -185,7 +219,8 @@ def build(
     limiter = RateLimiter(cap, metrics=metrics, clock=clock) if cap.enabled else None
     slots = in_flight_slots(settings, metrics, clock)
     http_sink = sink(settings, session, token, http_env, rng, metrics, limiter, slots)
-    kafka_source = source(settings, decoder, session, checkpoint, pausing, consumer_factory)
+    guard = TopicGuard(foreign) if foreign is not None else None
+    kafka_source = source(settings, decoder, session, checkpoint, pausing, consumer_factory, guard)
     if limiter is not None and cap.scope == "group":
         share = GroupShare(limiter, kafka.topics, kafka_source.partition_count)
         checkpoint.on_rebalanced(share.rebalanced)
@@ -222,4 +257,5 @@ def build(
             drain_timeout_s=settings.shutdown.drain_timeout_s,
             clock=clock,
         ),
+        guard=guard,
     )
