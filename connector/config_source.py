@@ -26,6 +26,7 @@ class SchemaRegistrySettings(_Section):
     # EVENT_SINK_REGISTRY_PASSWORD. Bearer: token_file or EVENT_SINK_REGISTRY_TOKEN. The
     # files let each route have its own registry secret. Secrets never sit in the config.
     username: Annotated[str, Field(min_length=1)] | None = None
+    username_file: Path | None = None  # the user from a mounted secret instead
     password_file: Path | None = None
     token_file: Path | None = None
     ca_file: Path | None = None
@@ -38,11 +39,18 @@ class SchemaRegistrySettings(_Section):
 
     @model_validator(mode="after")
     def _one_kind_of_auth(self) -> SchemaRegistrySettings:
-        if self.password_file is not None and self.username is None:
+        if self.username is not None and self.username_file is not None:
+            raise ValueError("set username or username_file, not both")
+        basic = self.username is not None or self.username_file is not None
+        if self.password_file is not None and not basic:
             raise ValueError("password_file is set but username is not (basic auth needs both)")
-        if self.token_file is not None and self.username is not None:
+        if self.token_file is not None and basic:
             raise ValueError("set username (basic auth) or token_file (bearer), not both")
         return self
+
+    def user(self) -> str | None:
+        """The basic-auth user: ``username``, or read from ``username_file``."""
+        return self.username or _secret(self.username_file, None, "username_file")
 
     def secrets(self, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
         """(password, token): from the files when set, else the environment. Raises

@@ -134,7 +134,8 @@ def scenario(request: pytest.FixtureRequest, helm: str) -> Rendered:
 
 def test_every_scenario_of_the_issue_is_there() -> None:
     assert set(SCENARIOS) == {
-        "minimal", "full-monitoring", "keda", "existing-secret", "sasl-ssl", "confluent"
+        "minimal", "full-monitoring", "keda", "existing-secret", "sasl-ssl", "confluent",
+        "routes",
     }  # fmt: skip
 
 
@@ -171,6 +172,7 @@ EXPECTED_KINDS = {
     "existing-secret": _CORE,  # no Secret, no ServiceAccount, no PDB
     "sasl-ssl": _DEFAULTS,
     "confluent": _DEFAULTS | {"PodMonitor", "NetworkPolicy"},
+    "routes": _DEFAULTS | {"NetworkPolicy"},
 }
 
 
@@ -189,13 +191,29 @@ def container_env(scenario: Rendered) -> dict[str, dict[str, Any]]:
     return {env["name"]: env for env in scenario.container.get("env", [])}
 
 
+ROUTE_SECRETS = "/var/run/secrets/event-sink-routes"
+
+
 def test_rendered_config_passes_check_config(scenario: Rendered, tmp_path: Path) -> None:
     """The connector itself accepts what the chart renders, with the pod's own overrides."""
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(scenario.one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    text = scenario.one("ConfigMap")["data"]["config.yaml"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENT_SINK")}
-    # The image has the schema at /app/schemas; here it is the repository's.
-    env["EVENT_SINK__SOURCE__SCHEMA_FILE"] = str(ROOT / "schemas" / "user_behavior_event.avsc")
+    if "routes" in scenario.config:
+        # Each route names its schema; the routes' secrets become files here.
+        text = text.replace("/app/schemas/", f"{ROOT}/schemas/")
+        text = text.replace(ROUTE_SECRETS, str(tmp_path / "routes"))
+        volumes = {v["name"]: v for v in scenario.pod_spec["volumes"]}
+        for mount in scenario.container["volumeMounts"]:
+            if mount["mountPath"].startswith(ROUTE_SECRETS):
+                folder = tmp_path / "routes" / mount["mountPath"][len(ROUTE_SECRETS) + 1 :]
+                folder.mkdir(parents=True)
+                for item in volumes[mount["name"]]["secret"]["items"]:
+                    (folder / item["path"]).write_text(f"from-secret-{item['key']}")
+    else:
+        # The image has the schema at /app/schemas; here it is the repository's.
+        env["EVENT_SINK__SOURCE__SCHEMA_FILE"] = str(ROOT / "schemas" / "user_behavior_event.avsc")
+    config_file.write_text(text, encoding="utf-8")
     for name, var in container_env(scenario).items():
         if name.startswith("EVENT_SINK"):
             env[name] = var.get("value", f"from-secret-{name}")

@@ -156,6 +156,104 @@ def test_chart_refuses_registry_misconfiguration(helm: str, case: str) -> None:
     assert expected in template_error(helm, *args)
 
 
+# --- routes: each its own token and registry secret -------------------------------------------
+
+_ROUTE_SECRETS = "/var/run/secrets/event-sink-routes"
+
+
+def test_routes_get_their_own_secrets_as_files(helm: str) -> None:
+    routes = rendered(helm, "routes")
+    config = routes.config
+    assert "topics" not in config["kafka"]  # the chart's default gives way to the routes'
+    assert "source" not in config
+    orders, behaviour = config["routes"]
+    assert orders["http"]["token_file"] == f"{_ROUTE_SECRETS}/orders/token/token"
+    assert orders["http"]["url"] == "https://orders.api.example.com/v1/events/import"
+    assert "token_file" not in behaviour.get("http", {})  # the top level's (auth's) token
+    registry = behaviour["source"]["schema_registry"]
+    assert registry == {
+        "url": "http://schema-registry.kafka.svc:8081",
+        "username_file": f"{_ROUTE_SECRETS}/user_behaviour/registry/username",
+        "password_file": f"{_ROUTE_SECRETS}/user_behaviour/registry/password",
+    }
+    volumes = {v["name"]: v for v in routes.pod_spec["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in routes.container["volumeMounts"]}
+    # By index in the sorted names: a route name may hold "_", a volume name may not.
+    assert mounts["route-0-token"] == f"{_ROUTE_SECRETS}/orders/token"
+    assert mounts["route-1-registry"] == f"{_ROUTE_SECRETS}/user_behaviour/registry"
+    assert volumes["route-0-token"]["secret"]["secretName"] == "orders-api-token"
+    assert volumes["route-0-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert volumes["route-1-registry"]["secret"]["items"] == [
+        {"key": "api-key", "path": "username"},
+        {"key": "api-secret", "path": "password"},
+    ]
+    assert not [name for name in container_env(routes) if "REGISTRY" in name]
+    # A route reading a registry opens the registry's egress.
+    egress = routes.one("NetworkPolicy")["spec"]["egress"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in egress] == [
+        [9092, 9093], [443], [443, 8081], [53, 53]
+    ]  # fmt: skip
+
+
+def test_a_routes_registry_bearer_token_is_one_file(helm: str) -> None:
+    docs = template(
+        helm,
+        "--values",
+        SCENARIOS["routes"],
+        "--set",
+        "routeSecrets.user_behaviour.registry.tokenKey=bearer",
+    )
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    registry = config["routes"][1]["source"]["schema_registry"]
+    assert registry["token_file"] == f"{_ROUTE_SECRETS}/user_behaviour/registry/token"
+    assert "username_file" not in registry
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["route-1-registry"]["secret"]["items"] == [{"key": "bearer", "path": "token"}]
+
+
+_ROUTES = ["--values", str(SCENARIOS["routes"])]
+_ROUTE_MISCONFIGURATIONS = {
+    "topics-next-to-routes": (
+        [*_ROUTES, "--set", "config.kafka.topics={a}"],
+        "config.kafka.topics is set next to config.routes",
+    ),
+    "source-next-to-routes": (
+        [*_ROUTES, "--set", "config.source.format=json"],
+        "config.source is set next to config.routes",
+    ),
+    "unknown-route": (
+        [*_ROUTES, "--set", "routeSecrets.payments.token.existingSecret=p"],
+        "routeSecrets.payments names no route of config.routes",
+    ),
+    "secrets-without-routes": (
+        [*_MINIMAL, "--set", "routeSecrets.orders.token.existingSecret=p"],
+        "routeSecrets is set but config.routes is not",
+    ),
+    "route-token-file": (
+        [*_ROUTES, "--set", "config.routes[0].http.token_file=/t"],
+        "config.routes[0].http.token_file is set by the chart",
+    ),
+    "registry-on-json": (
+        [*_ROUTES, "--set", "routeSecrets.orders.registry.existingSecret=r"],
+        "routeSecrets.orders.registry is set but config.routes[0].source.format is not confluent",
+    ),
+    "top-level-registry": (
+        [*_ROUTES, "--set", "registry.url=http://r:8081"],
+        "registry.url is for a config without routes",
+    ),
+    "registry-keys-by-hand": (
+        [*_ROUTES, "--set", "config.routes[1].source.schema_registry.username=u"],
+        "config.routes[1].source.schema_registry.username is set by the chart",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ROUTE_MISCONFIGURATIONS))
+def test_chart_refuses_route_misconfiguration(helm: str, case: str) -> None:
+    args, expected = _ROUTE_MISCONFIGURATIONS[case]
+    assert expected in template_error(helm, *args)
+
+
 # --- extraEnvFrom, initContainers, sidecars, extraObjects ---------------------------------------
 
 _EXTRAS = """

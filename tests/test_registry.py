@@ -184,6 +184,49 @@ async def test_basic_auth_and_bearer_tokens_come_from_the_environment() -> None:
         assert await bearer.schema(session, v2_id) is not None
 
 
+async def test_each_routes_registry_secret_may_come_from_mounted_files(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "user").write_text("sink\n")
+    (tmp_path / "password").write_text("s3cret\n")
+    (tmp_path / "token").write_text("tok-2")
+    (tmp_path / "empty").write_text("")
+    async with RegistryServer() as registry, aiohttp.ClientSession() as session:
+        v2_id = await register(registry.url, SUBJECT, V2)
+        registry.state.basic = ("sink", "s3cret")
+        files = registry_settings(
+            registry.url,
+            username_file=tmp_path / "user",
+            password_file=tmp_path / "password",
+        )
+        # The files win over the environment.
+        client = RegistryClient(files, environ={REGISTRY_PASSWORD_ENV: "nope"})
+        assert await client.schema(session, v2_id) is not None
+        registry.state.basic, registry.state.bearer = None, "tok-2"
+        bearer = RegistryClient(registry_settings(registry.url, token_file=tmp_path / "token"))
+        assert await bearer.schema(session, v2_id) is not None
+    empty = registry_settings(registry.url, token_file=tmp_path / "empty")
+    with pytest.raises(ConfigError, match=r"schema_registry.token_file: .*empty is empty"):
+        RegistryClient(empty)
+    with pytest.raises(ValueError, match="password_file is set but username is not"):
+        registry_settings(registry.url, password_file=tmp_path / "password")
+    with pytest.raises(ValueError, match="token_file"):
+        registry_settings(registry.url, username="u", token_file=tmp_path / "token")
+    settings = Settings.model_validate(
+        {
+            "routes": [
+                {
+                    "name": "orders",
+                    "topics": ["o"],
+                    "source": {"format": "confluent", "schema_registry": {
+                        "url": "http://r:8081", "token_file": str(tmp_path / "token")}},
+                }
+            ]
+        }
+    )  # fmt: skip
+    assert "tok-2" in settings.secret_values()  # redacted from the logs
+
+
 def test_confluent_needs_a_registry_url_and_its_secrets_are_redacted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

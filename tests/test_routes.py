@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -410,3 +413,42 @@ def test_a_new_topic_two_patterns_match_stops_the_connector_and_commits_none_of_
     assert f"was assigned topic '{both}', which route" in log
     assert committed == {}
     assert not delivered & clash.uuids
+
+
+def test_check_config_prints_each_routes_settings_and_sample_event(tmp_path: Path) -> None:
+    token = tmp_path / "orders.token"
+    token.write_text("orders-token")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+kafka: {{bootstrap_servers: "b:9092"}}
+http: {{url: "https://api.example/v1/events/import", timeout_s: 5}}
+routes:
+  - name: orders
+    topics: [shop-orders]
+    source: {{format: json, json_schema_file: "{JSON_SCHEMA}"}}
+    http: {{url: "https://orders.example/v1/events/import", token_file: "{token}"}}
+  - name: behaviour
+    topic_pattern: "^user-.*"
+    source: {{schema_file: "{SCHEMA}"}}
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENT_SINK")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "connector", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**env, "EVENT_SINK_TOKEN": "shared-token"},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "# route orders: its effective settings" in out
+    assert "# route behaviour: its effective settings" in out
+    assert "#       url: https://orders.example/v1/events/import" in out
+    assert "#       timeout_s: 5.0" in out  # merged from the top level
+    assert "#     topic_pattern: ^user-.*" in out
+    assert out.count("one event of data[]") == 2
+    assert "orders-token" not in out
+    assert "shared-token" not in out

@@ -8,6 +8,7 @@ tracker handed out, synchronously, so a commit is known to have landed.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -239,14 +240,23 @@ class KafkaSource:
         return int(found[0]), int(found[1])
 
     async def partition_count(self, topics: Iterable[str]) -> int | None:
-        """Partitions of these topics together, from the brokers' metadata; None when a
-        topic is unknown or the brokers do not answer."""
+        """Partitions of these topics together, from the brokers' metadata (a pattern:
+        of every topic it matches); None when a topic is unknown or the brokers do not
+        answer."""
         total = 0
         for topic in topics:
+            pattern = topic.startswith("^")  # a regex subscription (a route's topic_pattern)
             try:
-                metadata = await self._consumer.list_topics(topic, timeout=5)
+                metadata = await self._consumer.list_topics(None if pattern else topic, timeout=5)
             except KafkaException:
                 return None
+            if pattern:
+                total += sum(
+                    len(found.partitions)
+                    for name, found in metadata.topics.items()
+                    if re.search(topic, name) and found.error is None
+                )
+                continue
             found = metadata.topics.get(topic)
             if found is None or found.error is not None or not found.partitions:
                 return None

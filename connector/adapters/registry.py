@@ -93,15 +93,16 @@ class RegistryClient:
         self._headers = {"Accept": "application/vnd.schemaregistry.v1+json, application/json"}
         try:
             password, token = settings.secrets(env)
+            user = settings.user()
         except ValueError as exc:
             raise ConfigError(f"source.{exc}") from None
-        if settings.username is not None:
+        if user is not None:
             if not password:
                 raise ConfigError(
                     "source.schema_registry.username is set but neither "
                     f"schema_registry.password_file nor {REGISTRY_PASSWORD_ENV} is"
                 )
-            basic = base64.b64encode(f"{settings.username}:{password}".encode()).decode("ascii")
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             self._headers["Authorization"] = f"Basic {basic}"
         elif token:
             self._headers["Authorization"] = f"Bearer {token}"

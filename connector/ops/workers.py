@@ -8,8 +8,8 @@ configured metrics port itself:
 
 - ``/metrics`` scrapes every worker (on loopback, a port each picked) and adds the
   series up: counters and histograms are summed; gauges are summed, except the
-  per-partition ones, ``paused`` / ``build_info``, the last delivery's time and the
-  process start / fd limit / python info, which take the largest value (a partition
+  per-partition ones, ``paused`` / ``route_halted`` / ``build_info``, the last delivery's
+  time and the process start / fd limit / python info, which take the largest value (a partition
   belongs to one worker; during a hand-over two may briefly report it).
   ``event_sink_workers`` says how many workers answered.
 - ``/healthz`` and ``/readyz`` are 200 only if every worker says so.

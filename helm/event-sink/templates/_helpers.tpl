@@ -90,6 +90,11 @@ contradict what the chart wires up.
 {{- $http := dig "http" dict $config }}
 {{- $_ := set $http "token_file" (printf "%s/token" (include "event-sink.tokenDir" .)) }}
 {{- $_ := set $config "http" $http }}
+{{- if $config.routes }}
+{{- include "event-sink.routes" (dict "config" $config "Values" .Values) }}
+{{- else if .Values.routeSecrets }}
+{{- fail "routeSecrets is set but config.routes is not" }}
+{{- end }}
 {{- include "event-sink.checkRegistry" . }}
 {{- with .Values.registry.url }}
 {{- $source := dig "source" dict $config }}
@@ -97,6 +102,83 @@ contradict what the chart wires up.
 {{- $_ := set $config "source" $source }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* Where routeSecrets are mounted: <dir>/<route>/token/token and <dir>/<route>/registry/<file>. */}}
+{{- define "event-sink.routeSecretsDir" -}}/var/run/secrets/event-sink-routes{{- end }}
+
+{{/*
+config.routes (each route its own topics, source, mapping, http): drops the chart's default
+kafka.topics and source (a route names its own; anything else there is refused), and points
+each route's http.token_file and source.schema_registry.*_file at its routeSecrets mounts.
+Mutates .config (a deep copy of .Values.config).
+*/}}
+{{- define "event-sink.routes" -}}
+{{- $config := .config }}
+{{- $values := .Values }}
+{{- if $values.registry.url }}
+{{- fail "registry.url is for a config without routes: give each route its source.schema_registry.url, and its credentials in routeSecrets.<route>.registry" }}
+{{- end }}
+{{- $kafka := $config.kafka }}
+{{- if hasKey $kafka "topics" }}
+{{- if eq (toJson $kafka.topics) (toJson (list "user-behavior-events")) }}
+{{- $_ := unset $kafka "topics" }}
+{{- else }}
+{{- fail "config.kafka.topics is set next to config.routes: each route names its own (routes[].topics or routes[].topic_pattern)" }}
+{{- end }}
+{{- end }}
+{{- if hasKey $config "source" }}
+{{- if eq (toJson $config.source) (toJson (dict "schema_file" "/app/schemas/user_behavior_event.avsc")) }}
+{{- $_ := unset $config "source" }}
+{{- else }}
+{{- fail "config.source is set next to config.routes: each route has its own (routes[].source)" }}
+{{- end }}
+{{- end }}
+{{- $dir := include "event-sink.routeSecretsDir" . }}
+{{- $names := list }}
+{{- range $i, $route := $config.routes }}
+{{- $name := required (printf "config.routes[%d].name is required" $i) $route.name }}
+{{- $names = append $names $name }}
+{{- $http := dig "http" dict $route }}
+{{- if hasKey $http "token_file" }}
+{{- fail (printf "config.routes[%d].http.token_file is set by the chart: put the route's token in routeSecrets.%s.token" $i $name) }}
+{{- end }}
+{{- $secrets := get ($values.routeSecrets | default dict) $name | default dict }}
+{{- with $secrets.token }}
+{{- $_ := required (printf "routeSecrets.%s.token.existingSecret is required" $name) .existingSecret }}
+{{- $_ := set $http "token_file" (printf "%s/%s/token/token" $dir $name) }}
+{{- $_ := set $route "http" $http }}
+{{- end }}
+{{- with $secrets.registry }}
+{{- $source := dig "source" dict $route }}
+{{- $registry := dig "schema_registry" dict $source }}
+{{- if ne (dig "format" "avro" $source) "confluent" }}
+{{- fail (printf "routeSecrets.%s.registry is set but config.routes[%d].source.format is not confluent" $name $i) }}
+{{- end }}
+{{- $_ := required (printf "routeSecrets.%s.registry is set but config.routes[%d].source.schema_registry.url is not" $name $i) $registry.url }}
+{{- $_ := required (printf "routeSecrets.%s.registry.existingSecret is required" $name) .existingSecret }}
+{{- range $key := list "username" "username_file" "password_file" "token_file" }}
+{{- if hasKey $registry $key }}
+{{- fail (printf "config.routes[%d].source.schema_registry.%s is set by the chart: use routeSecrets.%s.registry" $i $key $name) }}
+{{- end }}
+{{- end }}
+{{- if .tokenKey }}
+{{- $_ := set $registry "token_file" (printf "%s/%s/registry/token" $dir $name) }}
+{{- else if and .usernameKey .passwordKey }}
+{{- $_ := set $registry "username_file" (printf "%s/%s/registry/username" $dir $name) }}
+{{- $_ := set $registry "password_file" (printf "%s/%s/registry/password" $dir $name) }}
+{{- else }}
+{{- fail (printf "routeSecrets.%s.registry needs usernameKey and passwordKey (basic auth) or tokenKey (bearer)" $name) }}
+{{- end }}
+{{- $_ := set $source "schema_registry" $registry }}
+{{- $_ := set $route "source" $source }}
+{{- end }}
+{{- end }}
+{{- range $name, $_ := ($values.routeSecrets | default dict) }}
+{{- if not (has $name $names) }}
+{{- fail (printf "routeSecrets.%s names no route of config.routes" $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
