@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ROUTE = "default"
 MAX_ROUTES = 64
+STATIC_MEMBER = "group.instance.id"  # librdkafka's static group membership
 # Top-level keys that a route owns once ``routes:`` is set.
 ROUTE_OWNED = ("source", "mapping")
 
@@ -158,7 +159,13 @@ def routes_of(settings: Settings) -> tuple[Route, ...]:
         return (Route(DEFAULT_ROUTE, settings),)
     routes = []
     for route in settings.routes:
-        kafka = settings.kafka.model_copy(update={"topics": route.subscription})
+        properties = dict(settings.kafka.properties)
+        if STATIC_MEMBER in properties and len(settings.routes) > 1:
+            # Each route's consumer is a member of its own: one static id each.
+            properties[STATIC_MEMBER] = f"{properties[STATIC_MEMBER]}-{route.name}"
+        kafka = settings.kafka.model_copy(
+            update={"topics": route.subscription, "properties": properties}
+        )
         effective = settings.model_copy(
             update={
                 "kafka": kafka,

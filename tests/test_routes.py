@@ -107,6 +107,18 @@ routes:
     assert unset_required(settings) == []  # topics come from the routes
 
 
+def test_a_static_member_id_is_made_one_per_route(tmp_path: Path) -> None:
+    settings = _load(
+        tmp_path,
+        """
+kafka: {properties: {group.instance.id: pod-0}}
+routes: [{name: a, topics: [x]}, {name: b, topics: [y]}]
+""",
+    )
+    ids = [r.settings.kafka.properties["group.instance.id"] for r in routes_of(settings)]
+    assert ids == ["pod-0-a", "pod-0-b"]
+
+
 def test_run_needs_each_routes_url_at_one_level_or_the_other(tmp_path: Path) -> None:
     settings = _load(
         tmp_path,

@@ -14,6 +14,7 @@ from connector.adapters.http_sink import HttpSink
 from connector.adapters.kafka_source import KafkaSource
 from connector.adapters.registry import SchemaGatedSource
 from connector.config import ConfigError
+from connector.config_routes import DEFAULT_ROUTE
 from connector.core.backoff import Backoff
 from connector.core.checks import Check
 from connector.core.classify import Outcome
@@ -178,8 +179,10 @@ class Health:
 
 
 def log_progress(metrics: Metrics, *, pending: int, in_flight: int) -> None:
+    route = "" if metrics.route == DEFAULT_ROUTE else f" (route {metrics.route})"
     log.info(
-        "progress: %d consumed, %d delivered, %d dead-lettered, %d pending, %d in flight",
+        "progress%s: %d consumed, %d delivered, %d dead-lettered, %d pending, %d in flight",
+        route,
         metrics.total(metrics.records_consumed),
         metrics.total(metrics.records_delivered),
         metrics.total(metrics.records_dead_lettered),
