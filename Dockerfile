@@ -10,6 +10,10 @@ FROM ${BASE} AS build
 # Extra pip arguments, e.g. --no-index --find-links <a wheel directory or URL>, or
 # --index-url <your mirror>: how the build reaches packages is the builder's call.
 ARG PIP_ARGS=""
+# "event-sink-native" adds the native hot path (native/), a wheel built on the host by
+# scripts/native that PIP_ARGS must let pip find (scripts/image serves it); empty: the
+# image runs on the Python path.
+ARG EXTRA_PACKAGES=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -21,6 +25,7 @@ COPY connector/ connector/
 # pip and setuptools leave the venv afterwards: the image runs the connector, not installs.
 # hadolint ignore=SC2086
 RUN /opt/venv/bin/pip install $PIP_ARGS --only-binary=:all: --constraint constraints.txt . \
+      $EXTRA_PACKAGES \
  && /opt/venv/bin/event-sink --version \
  && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
  && rm -f /opt/venv/bin/pip* /opt/venv/bin/wheel

@@ -83,6 +83,10 @@ class SourceSettings(_Section):
     # A null value (a tombstone) carries no event: skip it (counted, its offset done), or
     # treat it as an invalid record (dlq: dead-letter it; fail: stop).
     on_tombstone: Literal["skip", "dlq", "fail"] = "skip"
+    # auto: decode and map in one pass of the native extension when it is installed and
+    # covers this schema and mapping (start-up logs which path runs, and why); python:
+    # always the Python path (the reference).
+    hot_path: Literal["auto", "python"] = "auto"
 
     @model_validator(mode="after")
     def _confluent_needs_a_registry(self) -> SourceSettings:

@@ -237,6 +237,13 @@ class MetricFamilies:
             ("route", "outcome"),
             registry=registry,
         )
+        self.hot_path = Gauge(
+            p + "hot_path",
+            "1 for the path that decodes and maps the route's records: native (the "
+            "compiled extension) or python.",
+            ("route", "path"),
+            registry=registry,
+        )
         self.route_halted = Gauge(
             p + "route_halted",
             "1 while the route cannot deliver (readiness fails for it: the API refuses "
@@ -313,6 +320,7 @@ class Metrics:
         self.backpressure_pauses = families.backpressure_pauses.labels(route)
         self.commit_duration = families.commit_duration.labels(route)
         self.dlq_write_failures = families.dlq_write_failures.labels(route)
+        self.hot_path = Labelled(families.hot_path, route)
         self.route_halted = families.route_halted.labels(route)
         self.records_skipped.labels("tombstone")
         self.route_halted.set(0)

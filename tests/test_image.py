@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -213,11 +214,14 @@ def test_the_images_entrypoint_delivers_and_commits(
         d.first_start = connector.started_at
         d.wait_committed(produced, watch=[connector], timeout_s=180)
         delivered = connector.metric("event_sink_records_delivered_total")
+        native = connector.metric("event_sink_hot_path", path="native")
         started = time.monotonic()
         code = connector.terminate()
         result = d.result(produced)
     assert code == 0, connector.describe()
     assert time.monotonic() - started < 60
     assert delivered == produced.count
+    # The image carries the native extension built on this host (cargo is here).
+    assert native == (1 if shutil.which("cargo") else 0), connector.describe()
     assert result.lost == 0, result.row()
     assert result.delivered == produced.count, result.row()

@@ -42,6 +42,12 @@ class Mapper:
         self._current = current if current is not None else CurrentMessage()
         self.headers_used = headers  # header names the mapping reads
 
+    @property
+    def raw_numbers(self) -> bool:
+        """Whether events are written by the json module (eventargs may hold a decimal,
+        written as a JSON number with its own digits) instead of orjson."""
+        return self._raw_numbers
+
     def to_event(
         self,
         record: Mapping[str, Any],

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from connector.config_mapping import KafkaTimestamp
 from connector.mapping.schema import (
@@ -21,50 +22,79 @@ from connector.mapping.schema import (
 from connector.mapping.transform import TransformError
 
 
-def compile_time(
+@dataclass(frozen=True, slots=True)
+class TimeSource:
+    """Where ``time`` comes from, as the compiler decided it (also the native plan's input):
+    the Kafka timestamp, an ISO 8601 string, epoch numbers divided by ``divisor`` (1 for
+    milliseconds, 1000 for microseconds), or a JSON value of either kind (``any``)."""
+
+    kind: Literal["kafka_timestamp", "iso", "epoch", "any"]
+    path: str | None = None
+    divisor: int = 1
+
+
+def time_source(
     schema: Schema, spec: str | KafkaTimestamp | None, hints: dict[str, Any]
-) -> Callable[[Mapping[str, Any], int | None], int | None] | None:
+) -> TimeSource | None:
+    """The checked source of ``time``; MappingError when the path cannot be one."""
     if spec is None:
         return None
     if isinstance(spec, KafkaTimestamp):
-
-        def kafka_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
-            return timestamp_ms if timestamp_ms is not None and timestamp_ms >= 0 else None
-
-        return kafka_time
+        return TimeSource("kafka_timestamp")
     typ = schema.path(schema.root, spec, "time")
     require_kind(typ, {"long", "int", "string"}, "time", spec, "time")
-    get = schema.getter(spec)
     if typ.kind == "string":
         hints[spec] = "2023-11-14T22:13:20.123Z"
-
-        def iso_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
-            value = get(record)
-            return None if value is None else _iso_ms(value, spec)
-
-        return iso_time
-    if typ.kind == ANY:  # JSON without a schema: epoch ms or ISO 8601, per record
-
-        def any_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
-            value = get(record)
-            if value is None:
-                return None
-            if type(value) is str:
-                return _iso_ms(value, spec)
-            return _epoch_ms(value, spec, 1)
-
-        return any_time
+        return TimeSource("iso", spec)
+    if typ.kind == ANY:
+        return TimeSource("any", spec)
     if typ.logical is not None and typ.logical not in MILLIS | MICROS:
         raise MappingError(
             f"mapping.time: path {spec!r} is {typ.describe()}; time needs epoch "
             "milliseconds or microseconds (timestamp-millis, timestamp-micros, long) "
             "or an ISO 8601 string"
         )
-    divisor = 1000 if typ.logical in MICROS else 1
+    return TimeSource("epoch", spec, 1000 if typ.logical in MICROS else 1)
+
+
+def compile_time(
+    schema: Schema, spec: str | KafkaTimestamp | None, hints: dict[str, Any]
+) -> Callable[[Mapping[str, Any], int | None], int | None] | None:
+    source = time_source(schema, spec, hints)
+    if source is None:
+        return None
+    if source.kind == "kafka_timestamp":
+
+        def kafka_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+            return timestamp_ms if timestamp_ms is not None and timestamp_ms >= 0 else None
+
+        return kafka_time
+    path = source.path
+    assert path is not None  # every other source reads a path
+    get = schema.getter(path)
+    if source.kind == "iso":
+
+        def iso_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+            value = get(record)
+            return None if value is None else _iso_ms(value, path)
+
+        return iso_time
+    if source.kind == "any":  # JSON without a schema: epoch ms or ISO 8601, per record
+
+        def any_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
+            value = get(record)
+            if value is None:
+                return None
+            if type(value) is str:
+                return _iso_ms(value, path)
+            return _epoch_ms(value, path, 1)
+
+        return any_time
+    divisor = source.divisor
 
     def epoch_time(record: Mapping[str, Any], timestamp_ms: int | None) -> int | None:
         value = get(record)
-        return None if value is None else _epoch_ms(value, spec, divisor)
+        return None if value is None else _epoch_ms(value, path, divisor)
 
     return epoch_time
 

@@ -25,7 +25,7 @@ from connector.core.offsets import OffsetTracker, Receipt
 from connector.core.records import EncodedEvent, SourceRecord, TopicPartition
 from connector.metrics import Metrics
 from connector.pipeline import lifecycle, wiring
-from connector.pipeline.ingest import InvalidRecordError, ingest
+from connector.pipeline.ingest import InvalidRecordError, ingest, ingest_native
 
 _PROGRESS_INTERVAL_S = 10.0
 # The longest a consume call waits to fill up (see _wait_s).
@@ -77,6 +77,7 @@ class Connector:
             foreign=foreign,
         )
         self._mapper, self._dead_letters = rooms.mapper, rooms.dead_letters
+        self._native = rooms.native
         self._checkpoint, self._backpressure = rooms.checkpoint, rooms.backpressure
         self._batcher, self._sink, self._source = rooms.batcher, rooms.sink, rooms.source
         self._delivery, self._health, self._guard = rooms.delivery, rooms.health, rooms.guard
@@ -155,13 +156,13 @@ class Connector:
     def _ingest(self, records: list[SourceRecord]) -> None:
         """Track, decode, map and batch one consume call's records, in their order."""
         receipts = self._checkpoint.track(records)
-        got = ingest(
-            records,
-            receipts,
-            self._decoder.decode_many,
-            self._mapper.encode,
-            self._settings.source.on_tombstone,
-        )
+        on_tombstone = self._settings.source.on_tombstone
+        if self._native is not None:
+            got = ingest_native(records, receipts, self._native, on_tombstone)
+        else:
+            got = ingest(
+                records, receipts, self._decoder.decode_many, self._mapper.encode, on_tombstone
+            )
         for record in got.skipped:  # tombstones: no event, their offsets are done
             receipts[record.topic, record.partition].resolve((record.offset,))
         if got.skipped:

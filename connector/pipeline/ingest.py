@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.adapters.avro import DecodeError
+from connector.adapters.native import TOMBSTONE, Outcome, Rejected
 from connector.core.errors import DataError, Stage
 from connector.core.offsets import Receipt
 from connector.core.records import EncodedEvent, SourceRecord, TopicPartition
@@ -19,6 +20,7 @@ from connector.mapping.transform import TransformError
 
 _TOMBSTONE = "a null value (tombstone) carries no event"
 
+ChunkPath = Callable[[Sequence[SourceRecord]], list[Outcome]]
 DecodeMany = Callable[[list[bytes | None]], Sequence[dict[str, Any] | DecodeError]]
 Encode = Callable[[dict[str, Any], Callable[[], str], int | None, SourceRecord], bytes]
 
@@ -66,6 +68,49 @@ def ingest(
 ) -> Ingested:
     """Each record as its encoded event, or as the reason it cannot be one. A tombstone
     (a null value) is skipped, or invalid when ``on_tombstone`` is ``dlq`` or ``fail``."""
+    return collect(records, receipts, python_path(records, decode_many, encode), on_tombstone)
+
+
+def ingest_native(
+    records: Sequence[SourceRecord],
+    receipts: Mapping[TopicPartition, Receipt],
+    chunk: ChunkPath,
+    on_tombstone: str = "skip",
+) -> Ingested:
+    """:func:`ingest` with decode and map done in one native pass over the chunk
+    (connector/adapters/native.py); what comes out is the same, in the same order."""
+    return collect(records, receipts, chunk(records), on_tombstone)
+
+
+def python_path(
+    records: Sequence[SourceRecord], decode_many: DecodeMany, encode: Encode
+) -> list[Outcome]:
+    """The reference: decode the chunk, then map each record (the fallback uuid is made
+    only for a record that has no uuid of its own)."""
+    outcomes: list[Outcome] = []
+    append = outcomes.append
+    decoded_all = decode_many([record.value for record in records])
+    for record, decoded in zip(records, decoded_all, strict=True):
+        if type(decoded) is not dict:
+            if record.value is None:
+                append(TOMBSTONE)
+            else:
+                append(Rejected(Stage.DECODE, "undecodable", str(decoded)))
+            continue
+        try:
+            append(encode(decoded, record.fallback_uuid, record.timestamp_ms, record))
+        except TransformError as exc:
+            append(Rejected(Stage.TRANSFORM, "unmappable", str(exc)))
+    return outcomes
+
+
+def collect(
+    records: Sequence[SourceRecord],
+    receipts: Mapping[TopicPartition, Receipt],
+    outcomes: Sequence[Outcome],
+    on_tombstone: str,
+) -> Ingested:
+    """The chunk's events in read order, its invalid records and its skipped tombstones."""
     events: list[EncodedEvent] = []
     invalid: list[tuple[int, InvalidRecordError]] = []
     skipped: list[SourceRecord] = []
@@ -73,10 +118,9 @@ def ingest(
     # Consume calls hand over runs of one partition: its receipt is looked up per run.
     last_tp: TopicPartition | None = None
     receipt: Receipt | None = None
-    decoded_all = decode_many([record.value for record in records])
-    for record, decoded in zip(records, decoded_all, strict=True):
-        if type(decoded) is not dict:
-            if record.value is None:  # a tombstone: no event in it
+    for record, outcome in zip(records, outcomes, strict=True):
+        if type(outcome) is not bytes:
+            if outcome is TOMBSTONE:  # a null value: no event in it
                 if on_tombstone == "skip":
                     skipped.append(record)
                     continue
@@ -88,14 +132,8 @@ def ingest(
                     may_dead_letter=on_tombstone == "dlq",
                 )
             else:
-                error = InvalidRecordError(record, Stage.DECODE, "undecodable", str(decoded))
-            invalid.append((len(events), error))
-            continue
-        try:
-            # The fallback uuid is made only for a record that has no uuid of its own.
-            body = encode(decoded, record.fallback_uuid, record.timestamp_ms, record)
-        except TransformError as exc:
-            error = InvalidRecordError(record, Stage.TRANSFORM, "unmappable", str(exc))
+                assert isinstance(outcome, Rejected)
+                error = InvalidRecordError(record, outcome.stage, outcome.kind, outcome.reason)
             invalid.append((len(events), error))
             continue
         tp = (record.topic, record.partition)
@@ -108,7 +146,7 @@ def ingest(
                 record.partition,
                 record.offset,
                 receipt,
-                body,
+                outcome,
                 record.timestamp_ms,
                 record,
             )

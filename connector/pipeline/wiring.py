@@ -4,6 +4,7 @@ connected to each other (the loop only composes them)."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,11 +13,12 @@ from typing import Any
 
 import aiohttp
 
-from connector.adapters.avro import Decoder
+from connector.adapters.avro import AvroDecoder, Decoder
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, resolve
 from connector.adapters.http_sink import Endpoint, HttpSink, RetryBudget
 from connector.adapters.kafka_source import ConsumerFactory, KafkaSource, RebalanceCallback
+from connector.adapters.native import Fallback, NativeChunk, native_chunk_for
 from connector.adapters.rate_limit import RateLimiter
 from connector.adapters.registry import ConfluentDecoder, SchemaGatedSource
 from connector.config import ConfigError, Settings
@@ -33,6 +35,8 @@ from connector.pipeline.lifecycle import Health
 from connector.pipeline.pausing import Backpressure, Pausing
 from connector.pipeline.share import GroupShare
 from connector.pipeline.slots import Slots
+
+log = logging.getLogger(__name__)
 
 
 def public_params(settings: Settings) -> bytes:
@@ -176,9 +180,31 @@ def source(
     return KafkaSource(settings.kafka, **kwargs)
 
 
+def hot_path(settings: Settings, decoder: Decoder, metrics: Metrics) -> NativeChunk | None:
+    """The route's native path, or None for the Python path; says which at start-up (the
+    log and ``event_sink_hot_path``), and why a route stays on Python."""
+    source = settings.source
+    if source.hot_path == "python":
+        chosen: NativeChunk | Fallback = Fallback("source.hot_path is python")
+    elif isinstance(decoder, AvroDecoder):
+        chosen = native_chunk_for(
+            decoder.schema, settings.mapping, source_format=source.format, decoder=decoder
+        )
+    else:
+        chosen = Fallback(f"source.format {source.format} is decoded in Python")
+    for path in ("native", "python"):
+        metrics.hot_path.labels(path).set(1 if chosen.path == path else 0)
+    if isinstance(chosen, Fallback):
+        log.info("route %s: decode and map on the Python path: %s", metrics.route, chosen.reason)
+        return None
+    log.info("route %s: decode and map on the native path", metrics.route)
+    return chosen
+
+
 @dataclass(frozen=True)
 class Rooms:
     mapper: Mapper
+    native: NativeChunk | None  # None: the Python path (decoder and mapper)
     dead_letters: DeadLetterWriter | None  # None unless dlq.on_invalid is "dlq"
     checkpoint: Checkpoint
     pausing: Pausing
@@ -240,6 +266,7 @@ def build(
     return Rooms(
         # Compiled once against the reader schema; MappingError here names the bad path.
         mapper=mapper_for(settings.mapping, decoder.schema),
+        native=hot_path(settings, decoder, metrics),
         dead_letters=writer,
         checkpoint=checkpoint,
         pausing=pausing,

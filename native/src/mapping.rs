@@ -1,0 +1,319 @@
+//! The plan executed on one decoded record: the API event's JSON, in the key order and with
+//! the omissions of connector/mapping/mapper.py (`Mapper.to_event`).
+//!
+//! Every case the Python path would refuse (a missing identity, an empty event key, a
+//! negative time, metadata that is not UTF-8, a NaN) is a `Defer` here: that message goes
+//! to the Python path, which gives the error its exact stage, kind and wording.
+
+use crate::avro::{Defer, Res, Value, NULL};
+use crate::json;
+use crate::plan::{Const, EventKey, IdentityRule, KafkaSource, Plan, Src, TimePlan};
+use crate::text;
+
+/// The Kafka message a record came from, read only when the plan needs it.
+pub trait Message {
+    fn topic(&self) -> Res<String>;
+    fn partition(&self) -> Res<i64>;
+    fn offset(&self) -> Res<i64>;
+    fn timestamp(&self) -> Res<Option<i64>>;
+    fn key(&self) -> Res<Option<Vec<u8>>>;
+    /// The first header called `name`: None when there is none, Some(None) for a null value.
+    fn header(&self, name: &str) -> Res<Option<Option<Vec<u8>>>>;
+    /// The first header called `name` whose value is not null or empty.
+    fn non_empty_header(&self, name: &str) -> Res<Option<Vec<u8>>>;
+}
+
+/// What a source gave: a value of the record, Kafka metadata, or a constant.
+pub(crate) enum Got<'r, 'a> {
+    Null,
+    Val(&'r Value<'a>),
+    Text(String),
+    Int(i64),
+    Str(&'r str),
+    Bool(bool),
+}
+
+impl Got<'_, '_> {
+    /// The value when Python holds it as a `str` (an enum symbol is one; a UUID is not).
+    pub(crate) fn text(&self) -> Option<&str> {
+        match self {
+            Got::Val(Value::Str(s)) | Got::Val(Value::Enum(s)) => Some(s),
+            Got::Text(s) => Some(s.as_str()),
+            Got::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn at_path<'r, 'a>(start: &'r Value<'a>, path: &[usize]) -> Res<&'r Value<'a>> {
+    let mut value = start;
+    for &index in path {
+        value = match value {
+            Value::Null => return Ok(&NULL),
+            Value::Record(_, fields) => fields
+                .get(index)
+                .ok_or(Defer("plan: a path past a record"))?,
+            _ => return Err(Defer("plan: a path through a value that is not a record")),
+        };
+    }
+    Ok(value)
+}
+
+fn utf8(raw: Vec<u8>) -> Res<String> {
+    String::from_utf8(raw).map_err(|_| Defer("transform: Kafka metadata that is not UTF-8"))
+}
+
+pub(crate) fn eval<'r, 'a>(
+    src: &'r Src,
+    start: &'r Value<'a>,
+    msg: &dyn Message,
+) -> Res<Got<'r, 'a>> {
+    Ok(match src {
+        Src::Path { path } => match at_path(start, path)? {
+            Value::Null => Got::Null,
+            value => Got::Val(value),
+        },
+        Src::Const {
+            value: Const::Str(s),
+        } => Got::Str(s),
+        Src::Const {
+            value: Const::Bool(b),
+        } => Got::Bool(*b),
+        Src::Kafka { kafka, name } => match kafka {
+            KafkaSource::Topic => Got::Text(msg.topic()?),
+            KafkaSource::Partition => Got::Int(msg.partition()?),
+            KafkaSource::Key => match msg.key()? {
+                None => Got::Null,
+                Some(raw) => Got::Text(utf8(raw)?),
+            },
+            KafkaSource::Header => {
+                let name = name
+                    .as_deref()
+                    .ok_or(Defer("plan: a header without a name"))?;
+                match msg.header(name)? {
+                    None | Some(None) => Got::Null,
+                    Some(Some(raw)) => Got::Text(utf8(raw)?),
+                }
+            }
+        },
+    })
+}
+
+pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: &str) {
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    json::write_json_str(out, name);
+    out.push(b':');
+}
+
+/// The event of `record`, as compact JSON.
+pub fn map_record(
+    plan: &Plan,
+    record: &Value,
+    msg: &dyn Message,
+    size_hint: usize,
+) -> Res<Vec<u8>> {
+    // An event is about the size of its record plus the API's names: one allocation.
+    let mut out = Vec::with_capacity(2 * size_hint + 128);
+    out.extend_from_slice(b"{\"identities\":[");
+    let mut any = false;
+    for rule in &plan.identities {
+        identities(rule, record, msg, &mut out, &mut any)?;
+    }
+    if !any {
+        return Err(Defer("transform: no identity"));
+    }
+    out.push(b']');
+    if let Some(time) = &plan.time {
+        let moment = match time {
+            TimePlan::Kafka { .. } => msg.timestamp()?.filter(|t| *t >= 0),
+            TimePlan::Path { path, divisor } => match at_path(record, path)? {
+                Value::Null => None,
+                Value::Long(v) if *v >= 0 => Some(v / divisor),
+                _ => return Err(Defer("transform: a time that is not a non-negative long")),
+            },
+        };
+        if let Some(moment) = moment {
+            out.extend_from_slice(b",\"time\":");
+            json::write_i64(&mut out, moment);
+        }
+    }
+    out.extend_from_slice(b",\"uuid\":");
+    uuid(plan, record, msg, &mut out)?;
+    out.extend_from_slice(b",\"eventKey\":");
+    event_key(&plan.event_key, record, msg, &mut out)?;
+    if let Some(src) = &plan.intid {
+        let got = eval(src, record, msg)?;
+        if !matches!(got, Got::Null) {
+            let value = got
+                .text()
+                .ok_or(Defer("transform: an intid that is not a string"))?;
+            out.extend_from_slice(b",\"intid\":");
+            json::write_json_str(&mut out, value);
+        }
+    }
+    if let Some(args) = &plan.eventargs {
+        crate::eventargs::write(args, record, msg, &mut out)?;
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+fn identities(
+    rule: &IdentityRule,
+    record: &Value,
+    msg: &dyn Message,
+    out: &mut Vec<u8>,
+    any: &mut bool,
+) -> Res<()> {
+    let Some(each) = &rule.each else {
+        return identity(rule, record, msg, out, any);
+    };
+    match at_path(record, each)? {
+        Value::Null => Ok(()),
+        Value::Array(elements) => {
+            for element in elements {
+                if !matches!(element, Value::Record(..)) {
+                    return Err(Defer(
+                        "transform: an identities element that is not a record",
+                    ));
+                }
+                identity(rule, element, msg, out, any)?;
+            }
+            Ok(())
+        }
+        _ => Err(Defer("plan: each reads a value that is not an array")),
+    }
+}
+
+fn identity(
+    rule: &IdentityRule,
+    element: &Value,
+    msg: &dyn Message,
+    out: &mut Vec<u8>,
+    any: &mut bool,
+) -> Res<()> {
+    let value = eval(&rule.value, element, msg)?;
+    if matches!(value, Got::Null) {
+        return Ok(()); // a rule whose value is null is skipped
+    }
+    let value = value.text().filter(|s| !s.is_empty());
+    let value = value.ok_or(Defer(
+        "transform: an identity value that is not a non-empty string",
+    ))?;
+    let kind = eval(&rule.kind, element, msg)?;
+    let kind = kind.text().filter(|s| !s.is_empty());
+    let kind = kind.ok_or(Defer(
+        "transform: an identity type that is not a non-empty string",
+    ))?;
+    if *any {
+        out.push(b',');
+    }
+    *any = true;
+    out.extend_from_slice(b"{\"identityType\":");
+    json::write_json_str(out, kind);
+    out.extend_from_slice(b",\"identityValue\":");
+    json::write_json_str(out, value);
+    let mut present: Vec<&str> = Vec::new();
+    for (api, src) in &rule.optional {
+        let got = eval(src, element, msg)?;
+        let mut first = false;
+        match &got {
+            Got::Null => continue,
+            Got::Bool(b) | Got::Val(Value::Bool(b)) => {
+                key(out, &mut first, api);
+                out.extend_from_slice(if *b { b"true" } else { b"false" });
+            }
+            other => {
+                let value = other
+                    .text()
+                    .ok_or(Defer("transform: an identity field of another type"))?;
+                key(out, &mut first, api);
+                json::write_json_str(out, value);
+            }
+        }
+        present.push(api);
+    }
+    for (needs, needed) in &rule.requires {
+        if present.contains(&needs.as_str()) && !present.contains(&needed.as_str()) {
+            return Err(Defer(
+                "transform: an identity field required with another is missing",
+            ));
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn uuid(plan: &Plan, record: &Value, msg: &dyn Message, out: &mut Vec<u8>) -> Res<()> {
+    if let Some(src) = &plan.uuid {
+        match eval(src, record, msg)? {
+            Got::Null => {}
+            Got::Val(Value::Uuid(value)) => {
+                let mut s = String::with_capacity(36);
+                text::write_uuid(&mut s, *value);
+                json::write_json_str(out, &s);
+                return Ok(());
+            }
+            got => {
+                let value = got
+                    .text()
+                    .ok_or(Defer("transform: a uuid that is not a string"))?;
+                if !value.is_empty() {
+                    json::write_json_str(out, value);
+                    return Ok(());
+                }
+            }
+        }
+    }
+    // connector/core/records.py's SourceRecord.fallback_uuid: a replayed record's header,
+    // else the record's position.
+    let fallback = match msg.non_empty_header(&plan.fallback_uuid.header)? {
+        // Python decodes it with errors="replace": each maximal invalid subpart becomes
+        // U+FFFD, as from_utf8_lossy does (tests/test_native.py holds them equal).
+        Some(raw) => String::from_utf8_lossy(&raw).into_owned(),
+        None => format!("{}-{}-{}", msg.topic()?, msg.partition()?, msg.offset()?),
+    };
+    json::write_json_str(out, &fallback);
+    Ok(())
+}
+
+fn event_key(spec: &EventKey, record: &Value, msg: &dyn Message, out: &mut Vec<u8>) -> Res<()> {
+    match spec {
+        EventKey::Src { src } => {
+            let got = eval(src, record, msg)?;
+            let value = got.text().filter(|s| !s.is_empty());
+            json::write_json_str(
+                out,
+                value.ok_or(Defer(
+                    "transform: an event key that is not a non-empty string",
+                ))?,
+            );
+        }
+        EventKey::Lookup { lookup } => {
+            let got = eval(&lookup.src, record, msg)?;
+            let index = &lookup.index;
+            let found = match &got {
+                Got::Null => None,
+                Got::Int(v) | Got::Val(Value::Long(v)) => index.ints.get(v),
+                Got::Bool(b) | Got::Val(Value::Bool(b)) => {
+                    index.bools.get(usize::from(*b)).and_then(Option::as_ref)
+                }
+                other => {
+                    let value = other
+                        .text()
+                        .ok_or(Defer("transform: a lookup key of another type"))?;
+                    index.strs.get(value)
+                }
+            };
+            let found = found.or(lookup.default.as_ref());
+            json::write_json_str(
+                out,
+                found.ok_or(Defer("transform: a value not in the lookup table"))?,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+"""The native path's contract: which routes run native and why the others fall back, the
+package without the extension, tombstones, rejections, the fallback uuid, exact decimals,
+and malformed input that never crashes, hangs or raises out of the extension.
+
+Where the extension is not installed these tests skip with the reason, except under
+``CI=true``, where a missing extension (or cargo to build it) fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from fastavro.read import LOGICAL_READERS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from native_strategies import MAPPINGS, SCHEMAS, encode, mutated, require_extension
+
+from connector.adapters.avro import strip_logical_types
+from connector.adapters.native import (
+    EXTENSION,
+    TOMBSTONE,
+    Fallback,
+    NativeChunk,
+    Rejected,
+    native_chunk_for,
+)
+from connector.config_mapping import MappingSettings
+from connector.core.errors import Stage
+from connector.core.records import UUID_HEADER, SourceRecord
+from connector.mapping import default_mapping
+from connector.mapping.plan import DECODED_LOGICAL, TIMESTAMP_LOGICAL, NotNative, build_plan
+from connector.mapping.schema import MappingError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = SCHEMAS["user_behavior_event.avsc"]
+CLICKS = SCHEMAS["clickstream_event.avsc"]
+
+
+@pytest.fixture
+def ext() -> types.ModuleType:
+    return require_extension()
+
+
+def default_chunk() -> NativeChunk:
+    chunk = native_chunk_for(DEFAULT, None)
+    assert isinstance(chunk, NativeChunk), chunk
+    return chunk
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event_id": "e-1",
+        "event_key": "c_buy",
+        "event_time": 1_700_000_000_123,
+        "interaction_id": None,
+        "identities": [{"type": "openid", "value": "o-1", "platform": None, "mpid": None,
+                        "is_wechat_ecosystem": None}],
+        "properties": {"sku": "A-1", "n": 3, "price": 9.5, "gift": True, "none": None},
+    }  # fmt: skip
+    record.update(overrides)
+    return record
+
+
+def message(value: bytes | None, offset: int = 7, **kw: Any) -> SourceRecord:
+    topic, partition = kw.pop("topic", "orders"), kw.pop("partition", 2)
+    return SourceRecord(topic, partition, offset, None, value, 1, kw.pop("headers", ()))
+
+
+# -- which path a route runs ------------------------------------------------------------
+
+
+def test_the_shipped_schemas_and_mappings_run_native(ext: types.ModuleType) -> None:
+    for name, (schema_name, settings_) in MAPPINGS.items():
+        chunk = native_chunk_for(SCHEMAS[schema_name], settings_)
+        assert isinstance(chunk, NativeChunk), (name, chunk)
+        assert chunk.path == "native"
+
+
+@pytest.mark.parametrize(
+    ("source_format", "reason"),
+    [("json", "JSON input is decoded and mapped in Python"), ("confluent", "writer's schema")],
+)
+def test_json_and_confluent_formats_stay_on_python(source_format: str, reason: str) -> None:
+    chunk = native_chunk_for(DEFAULT, None, source_format=source_format)
+    assert isinstance(chunk, Fallback)
+    assert chunk.path == "python"
+    assert reason in chunk.reason
+
+
+def test_without_the_extension_a_route_falls_back_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, EXTENSION, None)  # import event_sink_native fails
+    chunk = native_chunk_for(DEFAULT, None)
+    assert isinstance(chunk, Fallback)
+    assert "not installed" in chunk.reason
+    assert "scripts/native" in chunk.reason
+
+
+def test_an_extension_of_another_plan_version_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stale = types.ModuleType(EXTENSION)
+    stale.PLAN_VERSION = 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, EXTENSION, stale)
+    chunk = native_chunk_for(DEFAULT, None)
+    assert isinstance(chunk, Fallback)
+    assert "plan version 0" in chunk.reason
+
+
+def test_the_package_runs_on_the_python_path_without_the_extension() -> None:
+    """A fresh interpreter where the extension cannot be imported: the connector's
+    modules import, the route falls back, and the Python path still maps a record."""
+    script = """
+import io, json, sys
+sys.modules["event_sink_native"] = None
+from pathlib import Path
+import fastavro
+from connector.adapters.avro import AvroDecoder, load_schema
+from connector.adapters.native import Fallback, native_chunk_for
+from connector.mapping import mapper_for
+schema = load_schema(Path("schemas/user_behavior_event.avsc"))
+choice = native_chunk_for(schema, None)
+assert isinstance(choice, Fallback), choice
+record = {"event_id": "e", "event_key": "k", "event_time": 1, "interaction_id": None,
+          "identities": [{"type": "t", "value": "v", "platform": None, "mpid": None,
+                          "is_wechat_ecosystem": None}], "properties": {}}
+out = io.BytesIO(); fastavro.schemaless_writer(out, schema, record)
+decoded = AvroDecoder(schema).decode_many([out.getvalue()])[0]
+print(json.loads(mapper_for(None, schema).encode(decoded, "f"))["uuid"], choice.reason)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith("e the native extension (event_sink_native) is not installed")
+
+
+def _schema(*fields: dict[str, Any], strip: bool = True) -> dict[str, Any]:
+    raw = {"type": "record", "name": "R", "fields": list(fields)}
+    parsed: dict[str, Any] = fastavro.parse_schema(strip_logical_types(raw) if strip else raw)
+    return parsed
+
+
+_PHONE = {"name": "phone", "type": "string"}
+_MINIMAL = {"event_key": {"const": "c"}, "identities": [{"value": "phone", "type": {"const": "p"}}]}
+
+
+@pytest.mark.parametrize(
+    ("schema", "mapping", "reason"),
+    [
+        (
+            _schema(_PHONE, {"name": "next", "type": ["null", "R"]}),
+            _MINIMAL,
+            "the schema is recursive (type R contains itself)",
+        ),
+        (
+            _schema(_PHONE, {"name": "at", "type": "string"}),
+            {**_MINIMAL, "time": "at"},
+            "mapping.time reads an ISO 8601 string, which only Python parses",
+        ),
+        (
+            _schema(_PHONE, {"name": "at", "type": {"type": "long",
+                                                   "logicalType": "timestamp-millis"}},
+                    strip=False),
+            _MINIMAL,
+            "the schema's timestamp-millis is not read as raw numbers",
+        ),
+        (
+            _schema(_PHONE, {"name": "deep", "type": {"type": "array", "items": {"type": "array",
+                    "items": {"type": "array", "items": {"type": "array", "items": {"type": "array",
+                    "items": {"type": "array", "items": {"type": "array", "items": {"type": "array",
+                    "items": {"type": "array", "items": {"type": "array", "items": {"type": "array",
+                    "items": {"type": "array", "items": {"type": "array", "items": "long"}}}}}}}}}}}}}}),  # noqa: E501
+            _MINIMAL,
+            None,  # 14 levels: still native
+        ),
+        (
+            _schema(_PHONE, {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal",
+                                                       "precision": 400, "scale": 2}}),
+            _MINIMAL,
+            "a decimal's precision 400 is outside 1..300",
+        ),
+    ],
+)  # fmt: skip
+def test_what_the_extension_cannot_run_falls_back_with_its_reason(
+    schema: dict[str, Any], mapping: dict[str, Any], reason: str | None
+) -> None:
+    settings_ = MappingSettings.model_validate(mapping)
+    if reason is None:
+        build_plan(settings_, schema)
+        return
+    with pytest.raises(NotNative) as caught:
+        build_plan(settings_, schema)
+    assert caught.value.reason.startswith(reason)
+
+
+def test_schemas_nested_past_the_limit_fall_back() -> None:
+    node: Any = "long"
+    for _ in range(30):
+        node = {"type": "array", "items": node}
+    with pytest.raises(NotNative, match="nests deeper than 24 levels"):
+        build_plan(
+            MappingSettings.model_validate(_MINIMAL), _schema(_PHONE, {"name": "d", "type": node})
+        )
+
+
+def test_a_mapping_that_does_not_fit_raises_what_the_python_path_raises() -> None:
+    bad = MappingSettings.model_validate({**_MINIMAL, "time": "nowhere"})
+    with pytest.raises(MappingError, match=r"mapping\.time: path 'nowhere'"):
+        native_chunk_for(_schema(_PHONE), bad)
+
+
+def test_the_extension_refuses_a_plan_that_does_not_hold_together(ext: types.ModuleType) -> None:
+    data = build_plan(default_mapping(), DEFAULT).data
+    data["schema"]["nodes"][0]["types"][0] = 999
+    with pytest.raises(ValueError, match="node id 999 past the schema"):
+        ext.Plan(json.dumps(data))
+    with pytest.raises(ValueError, match="plan version 7"):
+        ext.Plan(json.dumps({**data, "version": 7}))
+
+
+def test_the_decoded_logical_types_are_fastavros() -> None:
+    """A fastavro that converts another logical type must not go unnoticed: the plan
+    decodes exactly fastavro's logical readers (and the timestamps read raw)."""
+    ours = {f"{kind}-{logical}" for kind, logical in [*DECODED_LOGICAL, *TIMESTAMP_LOGICAL]}
+    assert ours == set(LOGICAL_READERS)
+
+
+# -- what a chunk gives -----------------------------------------------------------------
+
+
+def test_a_chunk_gives_events_tombstones_and_rejections_in_order(ext: types.ModuleType) -> None:
+    chunk = default_chunk()
+    good = encode(DEFAULT, event())
+    no_key = encode(DEFAULT, event(event_key=""))
+    got = chunk([message(good, 1), message(None, 2), message(good[:-3], 3), message(no_key, 4)])
+    assert json.loads(got[0]) == {
+        "identities": [{"identityType": "openid", "identityValue": "o-1"}],
+        "time": 1_700_000_000_123,
+        "uuid": "e-1",
+        "eventKey": "c_buy",
+        "eventargs": {"sku": "A-1", "n": 3, "price": 9.5, "gift": True, "none": None},
+    }
+    assert got[1] is TOMBSTONE
+    assert isinstance(got[2], Rejected)
+    assert (got[2].stage, got[2].kind) == (Stage.DECODE, "undecodable")
+    assert got[3] == Rejected(
+        Stage.TRANSFORM, "unmappable", "event_key: required, a non-empty string"
+    )
+
+
+def test_the_fallback_uuid_is_the_records_position_or_its_replay_header(
+    ext: types.ModuleType,
+) -> None:
+    chunk = default_chunk()
+    nameless = encode(DEFAULT, event(event_id=""))
+    replayed = ((UUID_HEADER, b""), ("x", b"1"), (UUID_HEADER, b"orders-0-3"))
+    got = chunk(
+        [
+            message(nameless, 41, topic="shop.orders", partition=5),
+            message(nameless, 42, headers=replayed),
+            message(nameless, 43, headers=((UUID_HEADER, b"\xff\xfe"),)),  # not UTF-8
+        ]
+    )
+    uuids = [json.loads(body)["uuid"] for body in got if isinstance(body, bytes)]
+    assert uuids == ["shop.orders-5-41", "orders-0-3", "\ufffd\ufffd"]
+    assert not chunk.deferred
+
+
+# Invalid UTF-8 where decoders differ most: truncated sequences, overlongs, surrogates,
+# code points past U+10FFFF (Python's "replace" and Rust's from_utf8_lossy must agree).
+_TRICKY = st.sampled_from(
+    [b"\xe2\x82", b"\xf0\x9f\x98", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xff",
+     b"\x80", b"a", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80", b"\xe0\x80\xaf", b"\xf8\x88\x80\x80\x80"]
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    topic=st.text(min_size=1, max_size=20),
+    partition=st.integers(0, 2**31 - 1),
+    offset=st.integers(0, 2**63 - 1),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from([UUID_HEADER, "other"]),
+            st.one_of(
+                st.none(), st.binary(max_size=8), st.lists(_TRICKY, max_size=4).map(b"".join)
+            ),
+        ),
+        max_size=3,
+    ).map(tuple),
+)
+def test_the_fallback_uuid_is_derived_as_python_derives_it(
+    topic: str, partition: int, offset: int, headers: tuple[tuple[str, bytes | None], ...]
+) -> None:
+    require_extension()
+    record = SourceRecord(
+        topic, partition, offset, None, encode(DEFAULT, event(event_id="")), 0, headers
+    )
+    (body,) = default_chunk()([record])
+    assert isinstance(body, bytes)
+    assert json.loads(body)["uuid"] == record.fallback_uuid()
+
+
+def test_decimals_keep_their_exact_digits(ext: types.ModuleType) -> None:
+    import decimal
+
+    chunk = native_chunk_for(CLICKS, MAPPINGS["clickstream.yaml"][1])
+    assert isinstance(chunk, NativeChunk)
+    click = {"click_id": "8f0f3c59-0d1e-4c53-9a4e-2b8f3a3e7c11", "action": "SHARE",
+             "occurred_at": 1_700_000_000_123_999, "page": "/p",
+             "user": {"phone": "1", "wx_openid": None, "wx_unionid": None, "app_id": None},
+             "price": decimal.Decimal("12.30"), "coupon": None, "quantity": 2,
+             "session_id": "s"}  # fmt: skip
+    (body,) = chunk([message(encode(CLICKS, click))])
+    assert isinstance(body, bytes)
+    assert b'"c_price":12.30' in body  # not 12.3, not a string
+    assert json.loads(body)["time"] == 1_700_000_000_123  # micros → millis
+    assert json.loads(body)["eventKey"] == "c_other"  # SHARE is not in the table
+    assert not chunk.deferred
+
+
+def test_a_map_with_a_repeated_key_keeps_the_first_place_and_the_last_value(
+    ext: types.ModuleType,
+) -> None:
+    chunk = default_chunk()
+    head = encode(DEFAULT, event(properties={}))[:-1]  # the record without its empty map
+    # One block of three entries: "a" → "1", "b" → "2", "a" → "3" (union branch 1: string).
+    entries = b"\x06" + b"\x02a\x02\x021" + b"\x02b\x02\x022" + b"\x02a\x02\x023" + b"\x00"
+    (body,) = chunk([message(head + entries)])
+    assert isinstance(body, bytes)
+    assert body.endswith(b'"eventargs":{"a":"3","b":"2"}}')
+
+
+# -- malformed input: never a crash, a hang or an exception ------------------------------
+
+
+@pytest.mark.parametrize("mapping", sorted(MAPPINGS))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_and_mutated_bytes_never_raise_out_of_the_extension(
+    mapping: str, data: st.DataObject
+) -> None:
+    require_extension()
+    schema_name, settings_ = MAPPINGS[mapping]
+    chunk = native_chunk_for(SCHEMAS[schema_name], settings_)
+    assert isinstance(chunk, NativeChunk)
+    values = data.draw(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=200),
+                st.just(encode(DEFAULT, event())).flatmap(mutated),
+            ),
+            max_size=8,
+        )
+    )
+    n = len(values)
+    raw = chunk.plan.run(
+        values, ["t"] * n, [0] * n, list(range(n)), [None] * n, [None] * n, [()] * n
+    )
+    assert all(type(outcome) in (bytes, str) for outcome in raw)
+
+
+def test_huge_counts_and_lengths_are_refused_at_once(ext: types.ModuleType) -> None:
+    chunk = default_chunk()
+    head = encode(DEFAULT, event(identities=[], properties={}))[:-2]
+    hostile = [
+        head + b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # identities: 2^63 - 1 items
+        head + b"\x00" + b"\xfe\xff\xff\xff\x0f",  # a map of 2^31 entries in 5 bytes
+        b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01" + b"x" * 10,  # a string of 2^63 bytes
+        head + b"\x01\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",  # an 11-byte varint
+        os.urandom(1 << 20),  # a megabyte of noise
+    ]
+    n = len(hostile)
+    start = time.perf_counter()
+    raw = chunk.plan.run(
+        hostile, ["t"] * n, [0] * n, list(range(n)), [None] * n, [None] * n, [()] * n
+    )
+    assert time.perf_counter() - start < 1.0
+    assert all(type(outcome) is str for outcome in raw), raw
+
+
+def test_what_is_not_bytes_is_deferred_and_ragged_lists_are_refused(ext: types.ModuleType) -> None:
+    chunk = default_chunk()
+    good = encode(DEFAULT, event(event_id=""))
+    raw = chunk.plan.run([bytearray(good), good], ["t", 3], [0, 0], [0, 1], [None, None],
+                         [None, None], [(), ()])  # fmt: skip
+    assert raw == ["input: a value that is not bytes", "input: a topic that is not a str"]
+    with pytest.raises(ValueError, match="one entry per value"):
+        chunk.plan.run([good], [], [], [], [], [], [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=8))
+def test_doubles_are_written_as_orjson_writes_them(numbers: list[float]) -> None:
+    """On the default mapping (orjson's path) an event is byte-equal, doubles included."""
+    require_extension()
+    chunk = default_chunk()
+    record = message(encode(DEFAULT, event(properties={str(i): v for i, v in enumerate(numbers)})))
+    (body,) = chunk([record])
+    assert body == chunk.python_path(record)
