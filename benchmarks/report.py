@@ -12,8 +12,9 @@ from typing import Any
 
 @dataclass
 class RunResult:
-    # "baseline", "connector" (workers: 1), "connector-2w" (workers: 2) or
-    # "connector-before" (--compare-rev, workers: 1)
+    # "baseline", "connector" (workers: 1), "connector-2w" (workers: 2),
+    # "connector-before" (--compare-rev, workers: 1); "-python" (--python-path) appended
+    # for a run on the Python path
     kind: str
     repeat: int
     events: int
@@ -49,12 +50,21 @@ def medians(results: Sequence[RunResult], kind: str, workload: str) -> dict[str,
     return out
 
 
-KINDS = ("baseline", "connector-before", "connector", "connector-2w")
+KINDS = (
+    "baseline",
+    "connector-before",
+    "connector",
+    "connector-python",
+    "connector-2w",
+    "connector-2w-python",
+)
 LABELS = {
     "baseline": "baseline",
     "connector-before": "before",
     "connector": "1 worker",
+    "connector-python": "1w python",
     "connector-2w": "2 workers",
+    "connector-2w-python": "2w python",
 }
 
 
@@ -65,6 +75,8 @@ def _ratio_columns(kinds: list[str]) -> list[tuple[str, str, str]]:
     out = out if "baseline" in kinds else []
     if "connector" in kinds and "connector-before" in kinds:
         out.append(("1 worker / before", "connector", "connector-before"))
+    if "connector" in kinds and "connector-python" in kinds:
+        out.append(("native / python", "connector", "connector-python"))
     return out
 
 

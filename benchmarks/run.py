@@ -129,13 +129,20 @@ def run_connector(
     *,
     workers: int = 1,
     tree: Path | None = None,
+    python_path: bool = False,
 ) -> RunResult:
     """One connector run; ``tree`` is an extracted old revision to run instead (kind
-    "connector-before"), with that directory as cwd and first on PYTHONPATH."""
+    "connector-before"), with that directory as cwd and first on PYTHONPATH;
+    ``python_path`` runs it with ``source.hot_path: python`` (kind "connector-python")."""
+    env: dict[str, str] = {}
     if tree is not None:
         kind = "connector-before"
+        env = before_env(tree)
     else:
         kind = "connector" if workers == 1 else f"connector-{workers}w"
+    if python_path:
+        kind += "-python"
+        env["EVENT_SINK__SOURCE__HOT_PATH"] = "python"
     group = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     config = connector_run_config(bench.bootstrap, group, topic, bench.sandbox.url, workers)
     config_path = drills.write_config(bench.work / f"{kind}-{repeat}.yaml", config)
@@ -143,7 +150,7 @@ def run_connector(
     process = drills.ConnectorProcess(
         config_path,
         bench.work / f"{kind}-{repeat}.log",
-        env=None if tree is None else before_env(tree),
+        env=env or None,
         cwd=tree,
     )
     try:
@@ -257,6 +264,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--paced-events", type=int, default=20_000)
     parser.add_argument(
+        "--python-path",
+        action="store_true",
+        help="also run the connector on the Python path (source.hot_path: python)",
+    )
+    parser.add_argument(
         "--skip-baseline",
         action="store_true",
         help="connector runs only (e.g. the 1,000,000-event memory run: the baseline "
@@ -294,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         runners: list[Callable[..., RunResult]] = [] if args.skip_baseline else [run_baseline]
         runners += [functools.partial(run_connector, workers=n) for n in args.workers]
+        if args.python_path:
+            runners += [
+                functools.partial(run_connector, workers=n, python_path=True) for n in args.workers
+            ]
         if args.compare_rev is not None:
             package = extract_revision(args.compare_rev, work / "before")
             print(f"before: {args.compare_rev} = {compare_sha}, connector from {package}")
@@ -372,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             "skip_baseline": args.skip_baseline,
             "compare_rev": args.compare_rev,
             "compare_rev_sha": compare_sha,
+            "python_path": args.python_path,
         },
         "medians": summary,
         "runs": [asdict(r) for r in results],

@@ -174,8 +174,8 @@ def test_drill_2_sigterm_under_load_then_restart(kafka: KafkaCluster, tmp_path: 
 
 
 def test_drill_4_hung_endpoint_then_healthy(kafka: KafkaCluster, tmp_path: Path) -> None:
-    """20,000 events on 4 partitions; ``http.timeout_s`` 1 s, retries 100 ms..1 s. Once
-    20 % have arrived the sandbox hangs (answers after 600 s) for 6 s, then answers at
+    """20,000 events on 4 partitions; ``http.timeout_s`` 1 s, retries 100 ms..1 s; the
+    sandbox takes one request at a time, 100 ms each. Once 20 % have arrived it hangs (answers after 600 s) for 6 s, then answers at
     once again. Requests time out (the connector counts them as ``code="error"``), every
     event arrives, and the connector's peak resident memory stays under
     ``HUNG_RSS_BOUND_MIB``. Requests that hung had been recorded at arrival, so their
@@ -184,7 +184,9 @@ def test_drill_4_hung_endpoint_then_healthy(kafka: KafkaCluster, tmp_path: Path)
     with Drill("hung", tmp_path, kafka.bootstrap_servers) as d:
         topic = d.topic(partitions=4)
         produced = d.produce(topic, events, seed=104)
-        sandbox = d.start_sandbox()
+        # One request at a time, 100 ms each (at most 5,000 events/s): the backlog is still
+        # there when the hang starts, however fast the connector reads.
+        sandbox = d.start_sandbox(latency_ms=100, slots=1)
         config = d.config(
             topic,
             timeout_s=1.0,
