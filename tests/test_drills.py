@@ -175,11 +175,11 @@ def test_drill_2_sigterm_under_load_then_restart(kafka: KafkaCluster, tmp_path: 
 
 def test_drill_4_hung_endpoint_then_healthy(kafka: KafkaCluster, tmp_path: Path) -> None:
     """20,000 events on 4 partitions; ``http.timeout_s`` 1 s, retries 100 ms..1 s; the
-    sandbox takes one request at a time, 100 ms each. Once 20 % have arrived it hangs (answers after 600 s) for 6 s, then answers at
-    once again. Requests time out (the connector counts them as ``code="error"``), every
-    event arrives, and the connector's peak resident memory stays under
-    ``HUNG_RSS_BOUND_MIB``. Requests that hung had been recorded at arrival, so their
-    events arrive twice: duplicates are expected here."""
+    sandbox takes one request at a time, 100 ms each. Once 20 % have arrived it hangs
+    (answers after 600 s) for 6 s, then answers at once again. Requests time out (the
+    connector counts them as ``code="error"``), every event arrives, and the connector's
+    peak resident memory stays under ``HUNG_RSS_BOUND_MIB``. Requests that hung had been
+    recorded at arrival, so their events arrive twice: duplicates are expected here."""
     events, hang_s = 20_000, 6.0
     with Drill("hung", tmp_path, kafka.bootstrap_servers) as d:
         topic = d.topic(partitions=4)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from pydantic import ValidationError
 
 from connector.adapters.avro import AvroDecoder, load_schema
+from connector.adapters.json_decoder import JsonDecoder
 from connector.config import ConfigError, MappingSettings, Settings, load_settings
 from connector.mapping import (
     MappingError,
@@ -558,3 +559,56 @@ def test_check_config_shows_the_event_the_mapping_produces(
     config.write_text(yaml.safe_dump({"source": {"schema_file": str(CLICK_SCHEMA)}, **mapping}))
     assert cli.main(["check-config", "--config", str(config)]) == 2
     assert "mapping.identities[0].value: path 'user.phon'" in capsys.readouterr().err
+
+
+def test_a_null_item_of_an_each_array_gives_no_identity() -> None:
+    """Items of a nullable record: a null item is skipped, as a null path is (it used to
+    raise AttributeError out of the mapping and stop the connector with a traceback)."""
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "key", "type": "string"},
+                {
+                    "name": "ids",
+                    "type": {
+                        "type": "array",
+                        "items": [
+                            "null",
+                            {
+                                "type": "record",
+                                "name": "Id",
+                                "fields": [{"name": "v", "type": "string"}],
+                            },
+                        ],
+                    },
+                },
+            ],
+        }
+    )
+    mapping = MappingSettings.model_validate(
+        {
+            "event_key": {"const": "c_view"},
+            "identities": [{"each": "ids", "value": "v", "type": {"const": "t"}}],
+        }
+    )
+    mapper = compile_mapping(mapping, schema)
+    record = {"key": "k", "ids": [{"v": "a"}, None, {"v": "b"}]}
+    event = json.loads(mapper.encode(record, lambda: "u", 0))
+    assert event["identities"] == [
+        {"identityType": "t", "identityValue": "a"},
+        {"identityType": "t", "identityValue": "b"},
+    ]
+
+
+def test_without_a_schema_an_each_item_that_is_no_object_is_invalid() -> None:
+    mapping = MappingSettings.model_validate(
+        {
+            "event_key": {"const": "c_view"},
+            "identities": [{"each": "ids", "value": "v", "type": {"const": "t"}}],
+        }
+    )
+    mapper = compile_mapping(mapping, JsonDecoder(None, None).schema)
+    with pytest.raises(TransformError, match=r"ids\[1\]: a string where an object is needed"):
+        mapper.encode({"ids": [{"v": "a"}, "b"]}, lambda: "u", 0)

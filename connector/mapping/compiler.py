@@ -30,6 +30,7 @@ from connector.mapping.schema import (
     checked,
     getter,
     is_any,
+    json_type,
     require_kind,
 )
 from connector.mapping.times import compile_time
@@ -232,6 +233,12 @@ def _compile_identity(
         if not elements:
             return
         for position, element in enumerate(elements):
+            if element is None:  # a null item (items of a nullable record): no identity
+                continue
+            if type(element) is not dict:  # JSON without a schema: checked here
+                raise TransformError(
+                    f"{each}[{position}]: {json_type(element)} where an object is needed"
+                )
             one(element, position, out)
 
     return apply_each

@@ -180,6 +180,11 @@ _JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "a b
                list: "an array", dict: "an object"}  # fmt: skip
 
 
+def json_type(value: Any) -> str:
+    """What a JSON value is, in a reader's words ("a string", "an integer", ...)."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
 def safe_getter(path: str) -> Getter:
     """A dotted path through objects of unknown shape: None when a step is missing or
     null; TransformError when a step is not an object."""
