@@ -40,8 +40,8 @@ from drills import (
 from connector.adapters.avro import load_schema
 from connector.adapters.json_decoder import JsonDecoder, load_json_schema
 from connector.config import ConfigError, load_settings, unset_required
-from connector.config_routes import routes_of
 from connector.mapping import mapper_for
+from connector.routing import routes_of
 from devtools import samples
 from devtools.kafka import KafkaCluster
 

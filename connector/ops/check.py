@@ -14,7 +14,6 @@ import yaml
 from connector.adapters.decoders import decoder_for, registry_client
 from connector.adapters.http_setup import resolve
 from connector.config import ConfigError, Settings, load_token, unset_required
-from connector.config_routes import Route, routes_of
 from connector.core.errors import EventSinkError
 from connector.core.records import SourceRecord, fallback_uuid
 from connector.mapping import mapper_for, sample_record
@@ -23,6 +22,7 @@ from connector.mapping.transform import TransformError
 from connector.ops import probe
 from connector.ops.runtime import run_async
 from connector.ops.serve import EXIT_FAILED, EXIT_OK, exit_code, load_checked
+from connector.routing import Route, routes_of
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

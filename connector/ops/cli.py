@@ -29,7 +29,6 @@ from connector.config import (
     TokenSource,
     unset_required,
 )
-from connector.config_routes import describe_routes, routes_of
 from connector.core.errors import EventSinkError
 from connector.ops import logs
 from connector.ops.check import cmd_check_config
@@ -44,6 +43,7 @@ from connector.ops.serve import (
     run_connector,
 )
 from connector.ops.workers import Supervisor
+from connector.routing import describe_routes, routes_of
 
 log = logging.getLogger("connector")
 

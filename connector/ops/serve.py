@@ -15,13 +15,13 @@ from connector.adapters.decoders import decoder_for
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv, make_session, resolve
 from connector.config import ConfigError, Settings, TokenSource, load_settings
-from connector.config_routes import routes_of
 from connector.core.errors import EventSinkError
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
 from connector.ops.health import HealthServer
 from connector.ops.workers import write_port_file
 from connector.pipeline.routes import RouteSet
+from connector.routing import routes_of
 
 log = logging.getLogger("connector")
 

@@ -25,11 +25,11 @@ from connector.adapters.decoders import decoder_for
 from connector.adapters.dlq import DeadLetterWriter
 from connector.adapters.http_setup import HttpEnv
 from connector.adapters.kafka_source import ConsumerFactory
-from connector.config_routes import Route, conflict
 from connector.core.checks import Check
 from connector.core.records import TopicPartition
 from connector.metrics import Metrics
 from connector.pipeline.connector import Connector
+from connector.routing import Route, conflict
 
 log = logging.getLogger(__name__)
 
