@@ -4,9 +4,12 @@ one-worker connector over the "before" revision)."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -130,3 +133,37 @@ def summarise(results: Sequence[RunResult], workload: str) -> dict[str, Any] | N
                 if kind != base and kind.startswith("connector")
             }
     return out
+
+
+# The run's flags that the results file records (with the partitions and the "before" sha).
+SETTINGS = (
+    "events", "repeats", "latency_ms", "partitions", "quick", "paced_events", "paced_rates",
+    "workers", "skip_baseline", "compare_rev", "compare_rev_sha", "python_path",
+)  # fmt: skip
+
+
+def results_document(
+    started: datetime,
+    arguments: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    results: Sequence[RunResult],
+) -> dict[str, Any]:
+    """What results/<date>.json holds: the machine, the settings, the medians, every run."""
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "settings": {key: arguments[key] for key in SETTINGS},
+        "medians": dict(summary),
+        "runs": [asdict(r) for r in results],
+        "notes": [
+            "backlog run: end-to-end latency includes the time records waited on the topic",
+            "connector latency: estimated from histogram buckets; baseline: exact",
+            "cpu_us_per_event_steady: process tree CPU between its first and last accepted "
+            "request, over the events accepted after the first",
+        ],
+    }

@@ -32,7 +32,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ from measure import (  # noqa: E402  (benchmarks/measure.py)
     process_tree_cpu_seconds,
     steady_cpu_us_per_event,
 )
-from report import RunResult, summarise, table  # noqa: E402
+from report import RunResult, results_document, summarise, table  # noqa: E402
 from revision import before_env, extract_revision, resolve_revision  # noqa: E402
 from workloads import PARTITIONS, Workload, backlog, paced, wait_committed  # noqa: E402
 
@@ -368,37 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} cores"
         )
         print(table(found["medians"]))
-    document: dict[str, Any] = {
-        "date": started.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "settings": {
-            "events": args.events,
-            "repeats": args.repeats,
-            "latency_ms": args.latency_ms,
-            "partitions": PARTITIONS,
-            "quick": args.quick,
-            "paced_events": args.paced_events,
-            "paced_rates": args.paced_rates,
-            "workers": args.workers,
-            "skip_baseline": args.skip_baseline,
-            "compare_rev": args.compare_rev,
-            "compare_rev_sha": compare_sha,
-            "python_path": args.python_path,
-        },
-        "medians": summary,
-        "runs": [asdict(r) for r in results],
-        "notes": [
-            "backlog run: end-to-end latency includes the time records waited on the topic",
-            "connector latency: estimated from histogram buckets; baseline: exact",
-            "cpu_us_per_event_steady: process tree CPU between its first and last accepted "
-            "request, over the events accepted after the first",
-        ],
-    }
+    settings = vars(args) | {"compare_rev_sha": compare_sha, "partitions": PARTITIONS}
+    document = results_document(started, settings, summary, results)
     RESULTS_DIR.mkdir(exist_ok=True)
     label = args.label or ("quick" if args.quick else "")
     suffix = f"-{label}" if label else ""
