@@ -33,6 +33,21 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of one process (librdkafka's ``rdk:broker1``, the
+    consumer's ``kafka-client_0``, ...): where the CPU goes outside Python."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        name = text.split("(", 1)[1].rsplit(")", 1)[0]
+        fields = text.rsplit(")", 1)[1].split()
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return found
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM of one process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

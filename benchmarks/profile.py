@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nonblocking", action="store_true", help="do not pause the process to sample it"
     )
+    parser.add_argument("--native", action="store_true", help="also sample native frames (C, Rust)")
     parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
     args = parser.parse_args(argv)
     py_spy = Path(sys.executable).parent / "py-spy"
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 [str(py_spy), "record", "--pid", str(process.pid), "--subprocesses"]
                 + ["--rate", str(args.rate), "--format", "raw", "--output", str(raw)]
                 + (["--gil"] if args.gil else [])
-                + (["--nonblocking"] if args.nonblocking else []),
+                + (["--nonblocking"] if args.nonblocking else [])
+                + (["--native"] if args.native else []),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 wall_s = time.monotonic() - process.started_at
                 cpu_s = measure.process_tree_cpu_seconds(process.pid)
+                threads = measure.thread_cpu_seconds(process.pid)
             finally:
                 spy.send_signal(signal.SIGINT)
                 _, spy_err = spy.communicate(timeout=60)
@@ -137,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.events:,} events, {args.workers} worker(s): {wall_s:.1f} s "
             f"({args.events / wall_s:,.0f} events/s); connector CPU {cpu_s:.1f} s, "
             f"sandbox CPU {sandbox_cpu:.1f} s"
+        )
+        print(
+            "CPU by thread: "
+            + ", ".join(
+                f"{name} {seconds:.1f} s"
+                for name, seconds in sorted(threads.items(), key=lambda item: -item[1])
+                if seconds >= 0.05
+            )
         )
         if not raw.exists():
             print(f"py-spy wrote no profile:\n{spy_err.decode(errors='replace')}", file=sys.stderr)

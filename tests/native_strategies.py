@@ -13,6 +13,7 @@ from typing import Any
 import fastavro
 import pytest
 from avro_strategies import records
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from hypothesis import strategies as st
 from test_avro_compiled import EVERY_CONSTRUCT as AVRO_EVERY_CONSTRUCT
 from test_kafka_metadata import MAPPING as KAFKA_METADATA_MAPPING
@@ -170,6 +171,21 @@ def metadata(draw: st.DrawFn, value: bytes | None, offset: int) -> SourceRecord:
         value=value,
         timestamp_ms=draw(st.one_of(st.none(), st.integers(-5, 2**41))),
         headers=draw(_HEADERS),
+    )
+
+
+def as_message(record: SourceRecord) -> Message:
+    """The record as the consumer hands it over (confluent_kafka's own Message): the form
+    the native path reads in the pipeline. No headers are None, no timestamp is type 0."""
+    stamp = record.timestamp_ms
+    return Message(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        timestamp=(TIMESTAMP_CREATE_TIME, stamp) if stamp is not None else (0, -1),
+        headers=list(record.headers) if record.headers else None,
     )
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from connector.adapters.avro import DecodeError
+from connector.adapters.native import MessageRun, Outcome
 from connector.core.errors import Stage
 from connector.core.offsets import OffsetTracker
 from connector.core.records import EncodedEvent, SourceRecord
 from connector.mapping.transform import TransformError
-from connector.pipeline.ingest import InvalidRecordError, ingest
+from connector.pipeline.ingest import Ingested, InvalidRecordError, ingest, ingest_runs, python_path
 
 
 def decode_many(values: list[bytes | None]) -> list[dict[str, Any] | DecodeError]:
@@ -79,3 +83,60 @@ def test_a_tombstone_is_skipped_by_default_or_invalid_in_its_place() -> None:
             Stage.DECODE,
         )
         assert error.may_dead_letter is (policy == "dlq")
+
+
+def runs_of(records: list[SourceRecord], outcomes: list[Outcome]) -> list[MessageRun]:
+    """The chunk as the native path hands it over: runs of one partition."""
+    runs: list[MessageRun] = []
+    for record, outcome in zip(records, outcomes, strict=True):
+        if not runs or (runs[-1].topic, runs[-1].partition) != (record.topic, record.partition):
+            runs.append(MessageRun(record.topic, record.partition, [], [], [], [], []))
+        run = runs[-1]
+        if type(outcome) is not bytes:
+            run.others.append(len(run.offsets))
+        run.offsets.append(record.offset)
+        run.timestamps.append(record.timestamp_ms)
+        run.outcomes.append(outcome)
+        run.messages.append(record)
+    return runs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunk=st.lists(
+        st.tuples(st.sampled_from([b"a", b"junk", b"unmappable", None]), st.integers(0, 2)),
+        max_size=30,
+    ),
+    on_tombstone=st.sampled_from(["skip", "dlq", "fail"]),
+)
+def test_the_native_paths_runs_ingest_as_the_python_path_does(
+    chunk: list[tuple[bytes | None, int]], on_tombstone: str
+) -> None:
+    """Whatever mix of events, invalid records and tombstones, over partitions coming
+    back to back or in turns: the same events, invalid records and skips, in order."""
+    next_offset = [0, 0, 0]
+    records = []
+    for value, partition in chunk:
+        next_offset[partition] += 1 + len(records) % 2  # gaps, as compacted topics have
+        records.append(SourceRecord("t", partition, next_offset[partition], None, value, 7))
+    tracker = OffsetTracker()
+    receipts = {
+        tp: tracker.track_run(tp, [r.offset for r in records if (r.topic, r.partition) == tp])
+        for tp in {(r.topic, r.partition) for r in records}
+    }
+    want = ingest(records, receipts, decode_many, encode, on_tombstone)
+    runs = runs_of(records, python_path(records, decode_many, encode))
+    got = ingest_runs(runs, receipts, on_tombstone)
+
+    def events(ingested: Ingested) -> list[tuple[Any, ...]]:
+        return [
+            (e.topic, e.partition, e.offset, e.receipt, e.body, e.timestamp_ms, e.record)
+            for e in ingested.events
+        ]
+
+    def invalid(ingested: Ingested) -> list[tuple[Any, ...]]:
+        return [(n, e.record, e.stage, e.kind, e.may_dead_letter) for n, e in ingested.invalid]
+
+    assert events(got) == events(want)
+    assert invalid(got) == invalid(want)
+    assert got.skipped == want.skipped

@@ -19,10 +19,18 @@ from typing import Any
 
 import fastavro
 import pytest
+from confluent_kafka import KafkaError, Message
 from fastavro.read import LOGICAL_READERS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from native_strategies import MAPPINGS, SCHEMAS, encode, mutated, require_extension
+from native_strategies import (
+    MAPPINGS,
+    SCHEMAS,
+    as_message,
+    encode,
+    mutated,
+    require_extension,
+)
 
 from connector.adapters.avro import strip_logical_types
 from connector.adapters.native import (
@@ -274,6 +282,42 @@ def test_the_fallback_uuid_is_the_records_position_or_its_replay_header(
     uuids = [json.loads(body)["uuid"] for body in got if isinstance(body, bytes)]
     assert uuids == ["shop.orders-5-41", "orders-0-3", "\ufffd\ufffd"]
     assert not chunk.deferred
+
+
+def test_the_consumers_messages_come_back_in_runs_of_one_partition(
+    ext: types.ModuleType,
+) -> None:
+    chunk = default_chunk()
+    good = encode(DEFAULT, event())
+    nameless = encode(DEFAULT, event(event_id=""))
+    failed = Message(error=KafkaError(KafkaError._UNKNOWN_TOPIC), topic="gone", partition=0)
+    messages = [
+        as_message(message(good, 7, partition=1)),
+        as_message(message(None, 8, partition=1)),
+        failed,
+        as_message(message(good[:-3], 9, partition=1)),
+        as_message(message(nameless, 3, partition=2)),
+        as_message(message(nameless, 4, topic="other", partition=2)),
+        as_message(message(nameless, 10, headers=((UUID_HEADER, b"o-0-1"),), partition=1)),
+    ]
+    runs, errors = chunk.messages(messages)
+    assert errors == [failed]  # for the source to report: no record in it
+    assert [(r.topic, r.partition, r.offsets, r.others) for r in runs] == [
+        ("orders", 1, [7, 8, 9], [1, 2]),
+        ("orders", 2, [3], []),
+        ("other", 2, [4], []),
+        ("orders", 1, [10], []),
+    ]
+    first = runs[0]
+    assert first.messages == [messages[0], messages[1], messages[3]]
+    assert first.outcomes[1] is TOMBSTONE
+    assert isinstance(first.outcomes[2], Rejected)  # decided by the Python path
+    assert first.outcomes[2].stage == Stage.DECODE
+    uuids = [json.loads(run.outcomes[0])["uuid"] for run in runs[1:]]  # type: ignore[arg-type]
+    assert uuids == ["orders-2-3", "other-2-4", "o-0-1"]
+    assert runs[0].timestamps == [1, 1, 1]
+    untimed = Message(topic="t", partition=0, offset=1, value=good, timestamp=(0, -1))
+    assert chunk.messages([untimed])[0][0].timestamps == [None]
 
 
 # Invalid UTF-8 where decoders differ most: truncated sequences, overlongs, surrogates,

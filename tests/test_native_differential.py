@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from native_strategies import (
     MAPPINGS,
     SCHEMAS,
+    as_message,
     encode,
     mappable_records,
     metadata,
@@ -116,6 +117,15 @@ def check(mapping: str, messages: list[SourceRecord], what: str) -> None:
         [m.headers for m in messages],
     )
     got = chunk(messages)
+    # The pipeline's own form: the consumer's messages, in runs of one partition.
+    runs, errors = chunk.messages([as_message(m) for m in messages])
+    assert errors == []
+    assert [o for run in runs for o in run.offsets] == [m.offset for m in messages]
+    assert [(run.topic, run.partition, o) for run in runs for o in run.offsets] == [
+        (m.topic, m.partition, m.offset) for m in messages
+    ]
+    assert [t for run in runs for t in run.timestamps] == [m.timestamp_ms for m in messages]
+    assert [o for run in runs for o in run.outcomes] == got
     for message, want, have, native in zip(messages, expected, got, raw, strict=True):
         COUNTS[what] += 1
         if isinstance(want, bytes):

@@ -19,7 +19,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from connector.config import KafkaSettings
 from connector.core.errors import InfrastructureError
-from connector.core.records import SourceRecord, TopicPartition
+from connector.core.records import SourceRecord, TopicPartition, record_of
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,7 @@ class KafkaSource:
 
     async def consume(self, max_messages: int, timeout_s: float) -> list[SourceRecord]:
         """Up to ``max_messages`` records; per-message errors are logged or raised."""
-        try:
-            messages = await self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
-        except KafkaException as exc:  # raised for fatal client errors only
-            raise SourceError(f"consumer failed: {exc}") from None
-        if messages:
-            self.brokers_down = False
+        messages = await self.consume_messages(max_messages, timeout_s)
         records: list[SourceRecord] = []
         append = records.append  # per message: keep the loop lean
         for message in messages:
@@ -154,20 +149,26 @@ class KafkaSource:
             if error is not None:
                 self._message_error(error)
                 continue
-            timestamp_type, timestamp = message.timestamp()
-            headers = message.headers()
-            append(
-                SourceRecord(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                    timestamp if timestamp_type else None,
-                    tuple(headers) if headers else (),
-                )
-            )
+            append(record_of(message))
         return records
+
+    async def consume_messages(self, max_messages: int, timeout_s: float) -> list[Any]:
+        """Up to ``max_messages`` of the consumer's own messages, errors among them (the
+        native path reads them as they are; hand the errors to :meth:`report_errors`)."""
+        try:
+            messages: list[Any] = await self._consumer.consume(
+                num_messages=max_messages, timeout=timeout_s
+            )
+        except KafkaException as exc:  # raised for fatal client errors only
+            raise SourceError(f"consumer failed: {exc}") from None
+        if messages:
+            self.brokers_down = False
+        return messages
+
+    def report_errors(self, messages: Iterable[Any]) -> None:
+        """Log (once each) or raise the errors these messages carry."""
+        for message in messages:
+            self._message_error(message.error())
 
     def _message_error(self, error: KafkaError) -> None:
         if error.fatal():

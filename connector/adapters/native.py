@@ -28,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 from connector.adapters.avro import AvroDecoder, DecodeError
 from connector.config_mapping import MappingSettings
 from connector.core.errors import Stage
-from connector.core.records import SourceRecord
+from connector.core.records import KafkaMessage, SourceRecord, record_of
 from connector.mapping.compiler import mapper_for
 from connector.mapping.default import default_mapping
 from connector.mapping.mapper import Mapper
@@ -57,6 +57,20 @@ TOMBSTONE = Marker.TOMBSTONE
 """A null value: no event in it; ingest applies ``source.on_tombstone``."""
 
 Outcome = bytes | Rejected | Literal[Marker.TOMBSTONE]
+
+
+class MessageRun(NamedTuple):
+    """Consecutive consumed messages of one partition, as :meth:`NativeChunk.messages`
+    gives them: ``offsets``, ``timestamps``, ``outcomes`` and ``messages`` are aligned, and
+    ``others`` are the indexes of the outcomes that are not an event's bytes."""
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    timestamps: list[int | None]
+    outcomes: list[Outcome]
+    messages: list[KafkaMessage]
+    others: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,25 @@ class NativeChunk:
         batch = records if isinstance(records, list) else list(records)
         raw: list[bytes | str | None] = self._plan.run_records(batch)
         return self._resolve(raw, batch.__getitem__)
+
+    def messages(self, messages: list[Any]) -> tuple[list[MessageRun], list[Any]]:
+        """A consume call's own messages (confluent_kafka's), in runs of one partition,
+        and the messages that carry an error instead of a record (for the source to
+        report). No SourceRecord is made, but for a message the Python path decides."""
+        raw_runs, errors = self._plan.run_messages(messages)
+        runs: list[MessageRun] = []
+        for raw in raw_runs:
+            run = MessageRun(*raw)
+            outcomes, batch = run.outcomes, run.messages
+            for index in run.others:
+                outcome = outcomes[index]
+                if outcome is None:
+                    outcomes[index] = TOMBSTONE
+                else:
+                    self.deferred[str(outcome)] += 1
+                    outcomes[index] = self.python_path(record_of(batch[index]))
+            runs.append(run)
+        return runs, errors
 
     def run(
         self,

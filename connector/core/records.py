@@ -7,7 +7,7 @@ against 0.25 µs), which is real money at tens of thousands of records a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +50,38 @@ class SourceRecord:
         return fallback_uuid(self.topic, self.partition, self.offset)
 
 
+class KafkaMessage(Protocol):
+    """A message as the consumer hands it over (confluent_kafka's ``Message``). The
+    native path reads it directly, so no SourceRecord is made for a record that becomes an
+    event; :func:`record_of` makes one when it is needed (the dead-letter topic, an
+    invalid record)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
+
+
+def record_of(origin: SourceRecord | KafkaMessage) -> SourceRecord:
+    """The SourceRecord of a consumed message (itself, when it already is one)."""
+    if isinstance(origin, SourceRecord):
+        return origin
+    timestamp_type, timestamp = origin.timestamp()
+    headers = origin.headers()
+    return SourceRecord(
+        origin.topic() or "",
+        origin.partition() or 0,
+        origin.offset() or 0,
+        origin.key(),
+        origin.value(),
+        timestamp if timestamp_type else None,  # 0: TIMESTAMP_NOT_AVAILABLE
+        tuple(headers) if headers else (),
+    )
+
+
 # Set by `event-sink replay-dlq` on a re-injected record whose uuid was derived from its
 # original position, so the replayed event keeps that uuid.
 UUID_HEADER = "event-sink.uuid"
@@ -65,7 +97,8 @@ class EncodedEvent:
     receipt: Resolver  # resolves this event's offset in the tracker once it is done
     body: bytes
     timestamp_ms: int | None = None  # the Kafka record's timestamp, for end-to-end latency
-    record: SourceRecord | None = None  # the original message, for the dead-letter topic
+    # The original message, for the dead-letter topic (record_of gives its SourceRecord).
+    record: SourceRecord | KafkaMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,8 +174,15 @@ class Checkpoint:
             if offsets is None:
                 runs[tp] = offsets = []
             offsets.append(record.offset)
+        return self.track_runs(runs.items())
+
+    def track_runs(
+        self, runs: Iterable[tuple[TopicPartition, list[int]]]
+    ) -> dict[TopicPartition, Receipt]:
+        """``track`` for runs of one partition's offsets, in read order (a partition may
+        come in more than one run)."""
         receipts = {}
-        for tp, offsets in runs.items():
+        for tp, offsets in runs:
             receipts[tp] = self.tracker.track_run(tp, offsets)
             self.metrics.records_consumed.labels(tp[0], str(tp[1])).inc(len(offsets))
         return receipts

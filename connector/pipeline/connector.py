@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -22,10 +22,10 @@ from connector.adapters.kafka_source import ConsumerFactory
 from connector.config import Settings
 from connector.core.checks import Check
 from connector.core.offsets import OffsetTracker, Receipt
-from connector.core.records import EncodedEvent, SourceRecord, TopicPartition
+from connector.core.records import EncodedEvent, TopicPartition
 from connector.metrics import Metrics
 from connector.pipeline import lifecycle, wiring
-from connector.pipeline.ingest import InvalidRecordError, ingest, ingest_native
+from connector.pipeline.ingest import Ingested, InvalidRecordError, ingest, ingest_runs
 
 _PROGRESS_INTERVAL_S = 10.0
 # The longest a consume call waits to fill up (see _wait_s).
@@ -119,17 +119,11 @@ class Connector:
                     self.tracker, halted=self._sink.halted, throttled=self._sink.gate.throttled()
                 )
                 self.metrics.route_halted.set(0 if self._health.readiness().ok else 1)
-                records = await self._source.consume(
-                    self._settings.kafka.consume_max_messages, self._wait_s()
-                )
-                if self._guard is not None:
-                    self._guard.check()  # before a record of a foreign topic is tracked
-                if records:
-                    self._ingest(records)
+                consumed = await self._consume()
                 while (batch := self._batcher.poll()) is not None:
                     self._delivery.dispatch(batch)
                 await self._checkpoint.tick(
-                    consumed=bool(records), brokers_down=self._source.brokers_down
+                    consumed=consumed, brokers_down=self._source.brokers_down
                 )
                 if self._clock() >= next_progress:
                     self._log_progress()
@@ -153,16 +147,36 @@ class Connector:
             return _MAX_CONSUME_WAIT_S
         return min(_MAX_CONSUME_WAIT_S, max(0.0, deadline - self._clock()))
 
-    def _ingest(self, records: list[SourceRecord]) -> None:
-        """Track, decode, map and batch one consume call's records, in their order."""
-        receipts = self._checkpoint.track(records)
+    async def _consume(self) -> bool:
+        """One consume call, tracked, decoded, mapped and batched; whether it read any."""
+        max_messages, wait_s = self._settings.kafka.consume_max_messages, self._wait_s()
         on_tombstone = self._settings.source.on_tombstone
-        if self._native is not None:
-            got = ingest_native(records, receipts, self._native, on_tombstone)
-        else:
-            got = ingest(
-                records, receipts, self._decoder.decode_many, self._mapper.encode, on_tombstone
-            )
+        if self._native is None:
+            records = await self._source.consume(max_messages, wait_s)
+            if self._guard is not None:
+                self._guard.check()  # before a record of a foreign topic is tracked
+            if not records:
+                return False
+            receipts = self._checkpoint.track(records)
+            decode, encode = self._decoder.decode_many, self._mapper.encode
+            self._take(ingest(records, receipts, decode, encode, on_tombstone), receipts)
+            return True
+        messages = await self._source.consume_messages(max_messages, wait_s)
+        if self._guard is not None:
+            self._guard.check()
+        if not messages:
+            return False
+        # Decoded before they are tracked, in the same step: nothing commits in between.
+        runs, errors = self._native.messages(messages)
+        self._source.report_errors(errors)
+        receipts = self._checkpoint.track_runs(
+            ((run.topic, run.partition), run.offsets) for run in runs
+        )
+        self._take(ingest_runs(runs, receipts, on_tombstone), receipts)
+        return bool(runs)
+
+    def _take(self, got: Ingested, receipts: Mapping[TopicPartition, Receipt]) -> None:
+        """Batch one chunk's events, in their order, and deal with what is no event."""
         for record in got.skipped:  # tombstones: no event, their offsets are done
             receipts[record.topic, record.partition].resolve((record.offset,))
         if got.skipped:

@@ -15,7 +15,14 @@ from connector.adapters.dlq import DeadLetterWriter, Failure
 from connector.adapters.http_sink import HttpSink
 from connector.core.classify import Outcome
 from connector.core.errors import DataError, Stage
-from connector.core.records import Batch, EncodedEvent, Resolver, SourceRecord, TopicPartition
+from connector.core.records import (
+    Batch,
+    EncodedEvent,
+    Resolver,
+    SourceRecord,
+    TopicPartition,
+    record_of,
+)
 from connector.metrics import Metrics
 from connector.pipeline.slots import Slots
 
@@ -154,9 +161,9 @@ class Delivery:
         )
         # Only now, with everything delivered resolved, deal with what was refused.
         for event, outcome in result.refused:
-            record = event.record
-            if self._dead_letters is None or record is None:
+            if self._dead_letters is None or event.record is None:
                 raise RefusedByApiError(event, outcome)
+            record = record_of(event.record)
             why = (
                 "retries exhausted: the retry budget ran out and the event still failed alone"
                 if outcome.reason == "retries_exhausted"

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from connector.adapters.avro import DecodeError
-from connector.adapters.native import TOMBSTONE, Outcome, Rejected
+from connector.adapters.native import TOMBSTONE, MessageRun, Outcome, Rejected
 from connector.core.errors import DataError, Stage
 from connector.core.offsets import Receipt
-from connector.core.records import EncodedEvent, SourceRecord, TopicPartition
+from connector.core.records import EncodedEvent, SourceRecord, TopicPartition, record_of
 from connector.mapping.transform import TransformError
 
 _TOMBSTONE = "a null value (tombstone) carries no event"
 
-ChunkPath = Callable[[Sequence[SourceRecord]], list[Outcome]]
 DecodeMany = Callable[[list[bytes | None]], Sequence[dict[str, Any] | DecodeError]]
 Encode = Callable[[dict[str, Any], Callable[[], str], int | None, SourceRecord], bytes]
 
@@ -71,15 +70,62 @@ def ingest(
     return collect(records, receipts, python_path(records, decode_many, encode), on_tombstone)
 
 
-def ingest_native(
-    records: Sequence[SourceRecord],
+def ingest_runs(
+    runs: Sequence[MessageRun],
     receipts: Mapping[TopicPartition, Receipt],
-    chunk: ChunkPath,
     on_tombstone: str = "skip",
 ) -> Ingested:
-    """:func:`ingest` with decode and map done in one native pass over the chunk
-    (connector/adapters/native.py); what comes out is the same, in the same order."""
-    return collect(records, receipts, chunk(records), on_tombstone)
+    """:func:`ingest` of the native path's runs (connector/adapters/native.py's
+    ``NativeChunk.messages``): the same events, invalid records and skipped tombstones, in
+    the same order, with no SourceRecord made for a record that became an event."""
+    events: list[EncodedEvent] = []
+    invalid: list[tuple[int, InvalidRecordError]] = []
+    skipped: list[SourceRecord] = []
+    for run in runs:
+        topic, partition = run.topic, run.partition
+        receipt = receipts[topic, partition]
+        offsets, stamps, messages = run.offsets, run.timestamps, run.messages
+        bodies = cast("list[bytes]", run.outcomes)  # but at run.others
+        if not run.others:  # the common case: every message is an event
+            events += [
+                EncodedEvent(topic, partition, offset, receipt, body, stamp, message)
+                for offset, body, stamp, message in zip(
+                    offsets, bodies, stamps, messages, strict=True
+                )
+            ]
+            continue
+        start = 0
+        for other in [*run.others, len(offsets)]:
+            events += [
+                EncodedEvent(
+                    topic, partition, offsets[i], receipt, bodies[i], stamps[i], messages[i]
+                )
+                for i in range(start, other)
+            ]
+            if other == len(offsets):
+                break
+            start = other + 1
+            record = record_of(messages[other])
+            error = _invalid(record, run.outcomes[other], on_tombstone)
+            if error is None:
+                skipped.append(record)
+            else:
+                invalid.append((len(events), error))
+    return Ingested(events, invalid, skipped)
+
+
+def _invalid(
+    record: SourceRecord, outcome: Outcome, on_tombstone: str
+) -> InvalidRecordError | None:
+    """What a message that is no event is: None for a tombstone to skip, else the error."""
+    if outcome is TOMBSTONE:
+        if on_tombstone == "skip":
+            return None
+        return InvalidRecordError(
+            record, Stage.DECODE, "tombstone", _TOMBSTONE, may_dead_letter=on_tombstone == "dlq"
+        )
+    assert isinstance(outcome, Rejected)
+    return InvalidRecordError(record, outcome.stage, outcome.kind, outcome.reason)
 
 
 def python_path(
@@ -120,21 +166,11 @@ def collect(
     receipt: Receipt | None = None
     for record, outcome in zip(records, outcomes, strict=True):
         if type(outcome) is not bytes:
-            if outcome is TOMBSTONE:  # a null value: no event in it
-                if on_tombstone == "skip":
-                    skipped.append(record)
-                    continue
-                error = InvalidRecordError(
-                    record,
-                    Stage.DECODE,
-                    "tombstone",
-                    _TOMBSTONE,
-                    may_dead_letter=on_tombstone == "dlq",
-                )
+            error = _invalid(record, outcome, on_tombstone)
+            if error is None:
+                skipped.append(record)
             else:
-                assert isinstance(outcome, Rejected)
-                error = InvalidRecordError(record, outcome.stage, outcome.kind, outcome.reason)
-            invalid.append((len(events), error))
+                invalid.append((len(events), error))
             continue
         tp = (record.topic, record.partition)
         if tp != last_tp:

@@ -184,3 +184,68 @@ impl Message for RecordMessage<'_, '_> {
         non_empty_header(&self.attr(intern!(self.record.py(), "headers"))?, name)
     }
 }
+
+/// A consumed message (confluent_kafka's `Message`): its position and timestamp are read
+/// once, for the caller's tracking anyway; its key and headers only when the plan needs
+/// them.
+pub struct KafkaMessage<'a, 'py> {
+    pub message: &'a Bound<'py, PyAny>,
+    pub topic: &'a str,
+    pub partition: i64,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+}
+
+impl<'py> KafkaMessage<'_, 'py> {
+    fn call(&self, name: &Bound<'py, PyString>) -> Res<Bound<'py, PyAny>> {
+        self.message
+            .call_method0(name)
+            .map_err(|_| Defer("input: a message without a Message method"))
+    }
+
+    /// Its headers, or None when it has none (confluent_kafka gives None, not []).
+    fn headers(&self) -> Res<Option<Bound<'py, PyAny>>> {
+        let headers = self.call(intern!(self.message.py(), "headers"))?;
+        Ok(if headers.is_none() {
+            None
+        } else {
+            Some(headers)
+        })
+    }
+}
+
+impl Message for KafkaMessage<'_, '_> {
+    fn topic(&self) -> Res<String> {
+        Ok(self.topic.to_owned())
+    }
+
+    fn partition(&self) -> Res<i64> {
+        Ok(self.partition)
+    }
+
+    fn offset(&self) -> Res<i64> {
+        Ok(self.offset)
+    }
+
+    fn timestamp(&self) -> Res<Option<i64>> {
+        Ok(self.timestamp)
+    }
+
+    fn key(&self) -> Res<Option<Vec<u8>>> {
+        optional_bytes(&self.call(intern!(self.message.py(), "key"))?)
+    }
+
+    fn header(&self, name: &str) -> Res<Option<Option<Vec<u8>>>> {
+        match self.headers()? {
+            None => Ok(None),
+            Some(headers) => header(&headers, name),
+        }
+    }
+
+    fn non_empty_header(&self, name: &str) -> Res<Option<Vec<u8>>> {
+        match self.headers()? {
+            None => Ok(None),
+            Some(headers) => non_empty_header(&headers, name),
+        }
+    }
+}

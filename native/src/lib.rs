@@ -1,8 +1,9 @@
 //! event-sink's compiled hot path: a consume chunk's Avro message values → the API's
 //! encoded events, in one pass, driven by the plan connector/mapping/plan.py writes.
 //!
-//! The Python path is the reference. For each message `Plan.run` (on columns) and
-//! `Plan.run_records` (on SourceRecords) return the event's JSON
+//! The Python path is the reference. For each message `Plan.run` (on columns),
+//! `Plan.run_records` (on SourceRecords) and `Plan.run_messages` (on the consumer's own
+//! messages, grouped into runs of one partition) return the event's JSON
 //! bytes, None for a tombstone (a null value), or a str: the reason this extension does
 //! not vouch for that message (corrupt bytes, an unusual encoding, a record the mapping
 //! refuses). The caller runs the Python path on those, which decides: so a message's
@@ -24,11 +25,12 @@ mod text;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::avro::Defer;
-use crate::input::{ColumnMessage, Columns, RecordMessage};
+use crate::input::{ColumnMessage, Columns, KafkaMessage, RecordMessage};
 use crate::mapping::Message;
 
 /// A compiled plan (connector/mapping/plan.py), run on consume chunks.
@@ -123,30 +125,135 @@ impl Plan {
         for record in records.iter() {
             let msg = RecordMessage { record: &record };
             match msg.value() {
-                Ok(value) => self.push(&out, &value, &msg)?,
+                Ok(value) => {
+                    self.push(&out, &value, &msg)?;
+                }
                 Err(Defer(reason)) => out.append(reason)?,
             }
         }
         Ok(out)
     }
+
+    /// A consume call's messages (confluent_kafka `Message`s) as they come, in runs of
+    /// consecutive messages of one partition: `(runs, errors)`. Each run is `(topic,
+    /// partition, offsets, timestamps, outcomes, messages, others)`: four aligned lists (a
+    /// timestamp is None when the broker gave none; an outcome as `run` gives it), and the
+    /// indexes of the outcomes that are not an event's bytes, in order.
+    /// `errors` are the messages whose `error()` is set, for the source to report: they
+    /// carry no record. No per-message Python object is made but the event's bytes.
+    fn run_messages<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let runs = PyList::empty(py);
+        let errors = PyList::empty(py);
+        let mut run: Option<Run<'py>> = None;
+        for message in messages.iter() {
+            if !message.call_method0(intern!(py, "error"))?.is_none() {
+                errors.append(&message)?;
+                continue;
+            }
+            let topic = message.call_method0(intern!(py, "topic"))?;
+            let topic = topic.cast_into::<PyString>()?;
+            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract()?;
+            let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
+            let (kind, stamp): (i64, i64) =
+                message.call_method0(intern!(py, "timestamp"))?.extract()?;
+            // TIMESTAMP_NOT_AVAILABLE is 0: no timestamp (what KafkaSource.consume says).
+            let timestamp = (kind != 0).then_some(stamp);
+            let value = message.call_method0(intern!(py, "value"))?;
+            let same = match &run {
+                Some(open) => {
+                    open.partition == partition && open.topic.to_str()? == topic.to_str()?
+                }
+                None => false,
+            };
+            if !same {
+                if let Some(done) = run.take() {
+                    runs.append(done.into_tuple(py)?)?;
+                }
+                run = Some(Run::new(py, topic.clone(), partition));
+            }
+            let Some(open) = &run else { continue };
+            let msg = KafkaMessage {
+                message: &message,
+                topic: topic.to_str()?,
+                partition,
+                offset,
+                timestamp,
+            };
+            if !self.push(&open.outcomes, &value, &msg)? {
+                open.others.append(open.offsets.len())?;
+            }
+            open.offsets.append(offset)?;
+            open.timestamps.append(timestamp)?;
+            open.messages.append(&message)?;
+        }
+        if let Some(done) = run.take() {
+            runs.append(done.into_tuple(py)?)?;
+        }
+        Ok((runs, errors))
+    }
+}
+
+/// Consecutive messages of one partition, as `run_messages` hands them back.
+struct Run<'py> {
+    topic: Bound<'py, PyString>,
+    partition: i64,
+    offsets: Bound<'py, PyList>,
+    timestamps: Bound<'py, PyList>,
+    outcomes: Bound<'py, PyList>,
+    messages: Bound<'py, PyList>,
+    others: Bound<'py, PyList>,
+}
+
+impl<'py> Run<'py> {
+    fn new(py: Python<'py>, topic: Bound<'py, PyString>, partition: i64) -> Self {
+        Run {
+            topic,
+            partition,
+            offsets: PyList::empty(py),
+            timestamps: PyList::empty(py),
+            outcomes: PyList::empty(py),
+            messages: PyList::empty(py),
+            others: PyList::empty(py),
+        }
+    }
+
+    fn into_tuple(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                self.topic.into_any(),
+                self.partition.into_pyobject(py)?.into_any(),
+                self.offsets.into_any(),
+                self.timestamps.into_any(),
+                self.outcomes.into_any(),
+                self.messages.into_any(),
+                self.others.into_any(),
+            ],
+        )
+    }
 }
 
 impl Plan {
+    /// Appends the message's outcome; true when it is an event's bytes.
     fn push(
         &self,
         out: &Bound<'_, PyList>,
         value: &Bound<'_, PyAny>,
         msg: &dyn Message,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         let py = out.py();
         // Last resort: nothing here is expected to panic (no indexing, no unwrap), but a
         // panic must not cross into Python: that message goes to the Python path.
         let outcome = catch_unwind(AssertUnwindSafe(|| self.one(value, msg)))
             .unwrap_or(Outcome::Deferred("internal: a panic, caught"));
         match outcome {
-            Outcome::Event(event) => out.append(PyBytes::new(py, &event)),
-            Outcome::Tombstone => out.append(py.None()),
-            Outcome::Deferred(reason) => out.append(reason),
+            Outcome::Event(event) => out.append(PyBytes::new(py, &event)).map(|()| true),
+            Outcome::Tombstone => out.append(py.None()).map(|()| false),
+            Outcome::Deferred(reason) => out.append(reason).map(|()| false),
         }
     }
 }
