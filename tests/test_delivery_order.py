@@ -6,13 +6,15 @@ import asyncio
 import random
 from typing import cast
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from connector.adapters.http_sink import HttpSink, SendReport
 from connector.core.offsets import OffsetTracker
 from connector.core.records import Batch, EncodedEvent
 from connector.metrics import Metrics
-from connector.pipeline.delivery import Delivery
+from connector.pipeline.delivery import Delivery, settled
 from connector.pipeline.slots import Slots
 
 
@@ -90,3 +92,27 @@ async def test_without_ordering_a_partitions_batches_race() -> None:
     sink, tracker, _ = await run(ordered=False, seed=3)
     assert max(sink.most_at_once.values()) > 1
     assert tracker.pending == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.booleans()), max_size=40))
+def test_a_delivered_batch_resolves_each_partitions_offsets_but_the_refused(
+    picks: list[tuple[int, bool, bool]],
+) -> None:
+    """Partitions interleaved in any way, events refused anywhere: each receipt gets its
+    delivered offsets in order, and only the events with a timestamp give a latency."""
+    tracker = OffsetTracker()
+    receipts = [tracker.track(("t", p), 0) for p in range(3)]
+    events = [
+        EncodedEvent("t", p, i + 1, receipts[p], b"{}", 1_000 if stamped else None)
+        for i, (p, _, stamped) in enumerate(picks)
+    ]
+    refused = {id(e) for e, (_, refuse, _) in zip(events, picks, strict=True) if refuse}
+    by_receipt, latencies = settled(events, refused, now_ms=3_500)
+    kept = [e for e in events if id(e) not in refused]
+    assert by_receipt == {
+        r: [e.offset for e in kept if e.receipt is r]
+        for r in receipts
+        if any(e.receipt is r for e in kept)
+    }
+    assert latencies == [2.5 for e in kept if e.timestamp_ms is not None]

@@ -8,6 +8,7 @@ to share a request goes alone in a batch of its own (never dropped).
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from connector.core.records import Batch, EncodedEvent, TopicPartition
@@ -18,6 +19,9 @@ def body_overhead(public_params_json: bytes) -> int:
     return len(b'{"publicParams":') + len(public_params_json) + len(b',"data":[]}')
 
 
+_BODY = operator.attrgetter("body")
+
+
 def render_body(public_params_json: bytes, events: Sequence[EncodedEvent]) -> bytes:
     """The request body for these events, built from their encoded JSON."""
     return b"".join(
@@ -25,7 +29,7 @@ def render_body(public_params_json: bytes, events: Sequence[EncodedEvent]) -> by
             b'{"publicParams":',
             public_params_json,
             b',"data":[',
-            b",".join(event.body for event in events),
+            b",".join(map(_BODY, events)),  # map over attrgetter: no Python frame per event
             b"]}",
         )
     )

@@ -5,10 +5,12 @@ and the drain of a revoke or a shutdown."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import operator
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from connector.adapters.dlq import DeadLetterWriter, Failure
@@ -28,6 +30,10 @@ from connector.pipeline.slots import Slots
 
 log = logging.getLogger(__name__)
 
+_RECEIPT = operator.attrgetter("receipt")
+_OFFSET = operator.attrgetter("offset")
+_STAMP = operator.attrgetter("timestamp_ms")
+
 # How often a drain checks whether the API halted (then waiting is pointless).
 _DRAIN_POLL_S = 0.2
 
@@ -43,6 +49,23 @@ class RefusedByApiError(DataError):
             "stay uncommitted"
         )
         self.stage = Stage.HTTP
+
+
+def settled(
+    events: Sequence[EncodedEvent], refused: set[int], now_ms: float
+) -> tuple[dict[Resolver, list[int]], list[float]]:
+    """What a delivered batch resolves: the offsets per receipt of every event but the
+    refused ones (by ``id``), and their end-to-end latencies in seconds."""
+    delivered = [event for event in events if id(event) not in refused] if refused else events
+    by_receipt: dict[Resolver, list[int]] = {}
+    # A batch holds runs of one partition, in consume order: one list per run.
+    for receipt, run in itertools.groupby(delivered, _RECEIPT):
+        offsets = by_receipt.get(receipt)
+        if offsets is None:
+            by_receipt[receipt] = offsets = []
+        offsets += map(_OFFSET, run)
+    stamps = map(_STAMP, delivered)
+    return by_receipt, [(now_ms - stamp) / 1000 for stamp in stamps if stamp is not None]
 
 
 class Delivery:
@@ -131,17 +154,7 @@ class Delivery:
             result = await self._sink.send(batch)
         refused = {id(event) for event, _ in result.refused}
         now_ms = self._wall_clock() * 1000
-        by_receipt: dict[Resolver, list[int]] = {}
-        latencies: list[float] = []
-        for event in batch.events:
-            if refused and id(event) in refused:
-                continue
-            offsets = by_receipt.get(event.receipt)
-            if offsets is None:
-                by_receipt[event.receipt] = offsets = []
-            offsets.append(event.offset)
-            if event.timestamp_ms is not None:
-                latencies.append((now_ms - event.timestamp_ms) / 1000)
+        by_receipt, latencies = settled(batch.events, refused, now_ms)
         self.metrics.end_to_end_latency.observe_many(latencies)
         if len(refused) < len(batch.events):
             self.metrics.last_delivery.set(now_ms / 1000)
