@@ -43,6 +43,7 @@ from connector.adapters.native import (
     NativeChunk,
     Outcome,
     Rejected,
+    columns,
     native_chunk_for,
 )
 from connector.core.offsets import OffsetTracker
@@ -107,15 +108,7 @@ def check(mapping: str, messages: list[SourceRecord], what: str) -> None:
     SEEN["mappings"].add(mapping)
     SEEN["schemas"].add(MAPPINGS[mapping][0])
     expected = reference(mapping, messages)
-    raw = chunk.plan.run(
-        [m.value for m in messages],
-        [m.topic for m in messages],
-        [m.partition for m in messages],
-        [m.offset for m in messages],
-        [m.timestamp_ms for m in messages],
-        [m.key for m in messages],
-        [m.headers for m in messages],
-    )
+    raw = chunk.plan.run(*columns(messages))
     got = chunk(messages)
     # The pipeline's own form: the consumer's messages, in runs of one partition.
     runs, errors = chunk.messages([as_message(m) for m in messages])

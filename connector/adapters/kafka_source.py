@@ -19,7 +19,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from connector.config import KafkaSettings
 from connector.core.errors import InfrastructureError
-from connector.core.records import SourceRecord, TopicPartition, record_of
+from connector.core.records import SourceRecord, TopicPartition, message_record
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class KafkaSource:
             if error is not None:
                 self._message_error(error)
                 continue
-            append(record_of(message))
+            append(message_record(message))
         return records
 
     async def consume_messages(self, max_messages: int, timeout_s: float) -> list[Any]:

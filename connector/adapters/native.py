@@ -59,6 +59,20 @@ TOMBSTONE = Marker.TOMBSTONE
 Outcome = bytes | Rejected | Literal[Marker.TOMBSTONE]
 
 
+def columns(records: Sequence[SourceRecord]) -> tuple[list[Any], ...]:
+    """The records as the columns ``Plan.run`` takes: values, topics, partitions,
+    offsets, timestamps, keys, headers."""
+    return (
+        [r.value for r in records],
+        [r.topic for r in records],
+        [r.partition for r in records],
+        [r.offset for r in records],
+        [r.timestamp_ms for r in records],
+        [r.key for r in records],
+        [r.headers for r in records],
+    )
+
+
 class MessageRun(NamedTuple):
     """Consecutive consumed messages of one partition, as :meth:`NativeChunk.messages`
     gives them: ``offsets``, ``timestamps``, ``outcomes`` and ``messages`` are aligned, and
@@ -126,10 +140,10 @@ class NativeChunk:
         return self._plan
 
     def __call__(self, records: Sequence[SourceRecord]) -> list[Outcome]:
-        """One outcome per record, in order (the extension reads each record's metadata
-        only when the mapping or the fallback uuid needs it)."""
-        batch = records if isinstance(records, list) else list(records)
-        raw: list[bytes | str | None] = self._plan.run_records(batch)
+        """One outcome per record, in order (tests and benchmarks; the pipeline hands over
+        the consumer's own messages, see :meth:`messages`)."""
+        batch = list(records)
+        raw: list[bytes | str | None] = self._plan.run(*columns(batch))
         return self._resolve(raw, batch.__getitem__)
 
     def messages(self, messages: list[Any]) -> tuple[list[MessageRun], list[Any]]:

@@ -67,16 +67,19 @@ class KafkaMessage(Protocol):
 
 def record_of(origin: SourceRecord | KafkaMessage) -> SourceRecord:
     """The SourceRecord of a consumed message (itself, when it already is one)."""
-    if isinstance(origin, SourceRecord):
-        return origin
-    timestamp_type, timestamp = origin.timestamp()
-    headers = origin.headers()
+    return origin if isinstance(origin, SourceRecord) else message_record(origin)
+
+
+def message_record(message: KafkaMessage) -> SourceRecord:
+    """The SourceRecord of one of the consumer's own messages (one without an error)."""
+    timestamp_type, timestamp = message.timestamp()
+    headers = message.headers()
     return SourceRecord(
-        origin.topic() or "",
-        origin.partition() or 0,
-        origin.offset() or 0,
-        origin.key(),
-        origin.value(),
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        message.value(),
         timestamp if timestamp_type else None,  # 0: TIMESTAMP_NOT_AVAILABLE
         tuple(headers) if headers else (),
     )

@@ -1,8 +1,9 @@
 """Ingest: one consume chunk → API events and invalid records, in the chunk's order. Pure.
 
 The hot path: per record only decoding, the mapping and what cannot be shared. The
-caller tracked the chunk's offsets first (one receipt per partition), so an invalid
-record that stops the connector leaves itself and what follows it uncommitted.
+caller tracks the chunk's offsets (one receipt per partition) before it batches or
+resolves anything, so an invalid record that stops the connector leaves itself and what
+follows it uncommitted.
 """
 
 from __future__ import annotations

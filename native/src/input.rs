@@ -130,61 +130,6 @@ impl Message for ColumnMessage<'_, '_> {
     }
 }
 
-/// One message as an object with the attributes of connector.core.records.SourceRecord.
-pub struct RecordMessage<'a, 'py> {
-    pub record: &'a Bound<'py, PyAny>,
-}
-
-impl<'py> RecordMessage<'_, 'py> {
-    fn attr(&self, name: &Bound<'py, PyString>) -> Res<Bound<'py, PyAny>> {
-        self.record
-            .getattr(name)
-            .map_err(|_| Defer("input: a record without a SourceRecord attribute"))
-    }
-
-    pub fn value(&self) -> Res<Bound<'py, PyAny>> {
-        self.attr(intern!(self.record.py(), "value"))
-    }
-}
-
-impl Message for RecordMessage<'_, '_> {
-    fn topic(&self) -> Res<String> {
-        self.attr(intern!(self.record.py(), "topic"))?
-            .extract()
-            .map_err(|_| Defer("input: a topic that is not a str"))
-    }
-
-    fn partition(&self) -> Res<i64> {
-        self.attr(intern!(self.record.py(), "partition"))?
-            .extract()
-            .map_err(|_| Defer("input: a partition that is not an int"))
-    }
-
-    fn offset(&self) -> Res<i64> {
-        self.attr(intern!(self.record.py(), "offset"))?
-            .extract()
-            .map_err(|_| Defer("input: an offset that is not an int"))
-    }
-
-    fn timestamp(&self) -> Res<Option<i64>> {
-        self.attr(intern!(self.record.py(), "timestamp_ms"))?
-            .extract()
-            .map_err(|_| Defer("input: a timestamp that is not an int"))
-    }
-
-    fn key(&self) -> Res<Option<Vec<u8>>> {
-        optional_bytes(&self.attr(intern!(self.record.py(), "key"))?)
-    }
-
-    fn header(&self, name: &str) -> Res<Option<Option<Vec<u8>>>> {
-        header(&self.attr(intern!(self.record.py(), "headers"))?, name)
-    }
-
-    fn non_empty_header(&self, name: &str) -> Res<Option<Vec<u8>>> {
-        non_empty_header(&self.attr(intern!(self.record.py(), "headers"))?, name)
-    }
-}
-
 /// A consumed message (confluent_kafka's `Message`): its position and timestamp are read
 /// once, for the caller's tracking anyway; its key and headers only when the plan needs
 /// them.

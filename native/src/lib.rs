@@ -1,9 +1,9 @@
 //! event-sink's compiled hot path: a consume chunk's Avro message values → the API's
 //! encoded events, in one pass, driven by the plan connector/mapping/plan.py writes.
 //!
-//! The Python path is the reference. For each message `Plan.run` (on columns),
-//! `Plan.run_records` (on SourceRecords) and `Plan.run_messages` (on the consumer's own
-//! messages, grouped into runs of one partition) return the event's JSON
+//! The Python path is the reference. For each message `Plan.run` (on columns) and
+//! `Plan.run_messages` (on the consumer's own messages, grouped into runs of one
+//! partition) return the event's JSON
 //! bytes, None for a tombstone (a null value), or a str: the reason this extension does
 //! not vouch for that message (corrupt bytes, an unusual encoding, a record the mapping
 //! refuses). The caller runs the Python path on those, which decides: so a message's
@@ -30,7 +30,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::avro::Defer;
-use crate::input::{ColumnMessage, Columns, KafkaMessage, RecordMessage};
+use crate::input::{ColumnMessage, Columns, KafkaMessage};
 use crate::mapping::Message;
 
 /// A compiled plan (connector/mapping/plan.py), run on consume chunks.
@@ -110,26 +110,6 @@ impl Plan {
                 index,
             };
             self.push(&out, &value, &msg)?;
-        }
-        Ok(out)
-    }
-
-    /// `run` on a list of connector.core.records.SourceRecord (or any objects with its
-    /// attributes): each attribute is read only when the plan needs it.
-    fn run_records<'py>(
-        &self,
-        py: Python<'py>,
-        records: &Bound<'py, PyList>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        for record in records.iter() {
-            let msg = RecordMessage { record: &record };
-            match msg.value() {
-                Ok(value) => {
-                    self.push(&out, &value, &msg)?;
-                }
-                Err(Defer(reason)) => out.append(reason)?,
-            }
         }
         Ok(out)
     }
