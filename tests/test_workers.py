@@ -24,7 +24,13 @@ from drills import ConnectorProcess, Drill, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.ops.workers import MAX_GAUGES, Supervisor, merge_metrics, render_metrics
+from connector.ops.workers import (
+    MAX_GAUGES,
+    Supervisor,
+    combined_check,
+    merge_metrics,
+    render_metrics,
+)
 from devtools.kafka import KafkaCluster
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -265,3 +271,22 @@ async def test_a_worker_that_fails_its_drain_shows_in_the_supervisor_exit_code()
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(1.0, stop.set)
     assert await asyncio.wait_for(supervisor.run(stop), 30) == 5
+
+
+def test_the_supervisors_health_names_failing_workers_and_every_halted_route() -> None:
+    ready = json.dumps({"ok": True, "reason": "1 of 2 routes can deliver; halted: orders",
+                        "halted_routes": ["orders"]})  # fmt: skip
+    stuck = json.dumps({"ok": False, "reason": "no route can deliver",
+                        "halted_routes": ["clicks", "orders"]})  # fmt: skip
+    both = combined_check([0, 1], [(200, ready), (200, json.dumps({"ok": True, "reason": "ok"}))])
+    assert (both.ok, both.reason, both.halted) == (True, "2 workers", ("orders",))
+    one_down = combined_check([0, 1, 2], [(200, ready), (503, stuck), None])
+    assert not one_down.ok
+    assert one_down.reason == "worker 1: no route can deliver; worker 2: no answer"
+    assert one_down.halted == ("orders", "clicks")
+    garbled = combined_check([0], [(503, "<html>Bad Gateway</html>")])
+    assert (garbled.ok, garbled.reason, garbled.halted) == (
+        False,
+        "worker 0: <html>Bad Gateway</html>",
+        (),
+    )

@@ -280,17 +280,7 @@ class Supervisor:
 
     async def _checks(self, path: str) -> Check:
         answers = await asyncio.gather(*(self._get(w, path) for w in self._workers))
-        failing = []
-        for worker, answer in zip(self._workers, answers, strict=True):
-            if answer is None:
-                failing.append(f"worker {worker.index}: no answer")
-                continue
-            status, text = answer
-            if status != 200:
-                failing.append(f"worker {worker.index}: {_reason(text)}")
-        if failing:
-            return Check(False, "; ".join(failing))
-        return Check(True, f"{len(self._workers)} workers")
+        return combined_check([w.index for w in self._workers], answers)
 
     async def _liveness(self) -> Check:
         return await self._checks("/healthz")
@@ -322,11 +312,35 @@ def write_port_file(path: Path, port: int) -> None:
     partial.replace(path)
 
 
-def _reason(text: str) -> str:
+def combined_check(indexes: list[int], answers: list[tuple[int, str] | None]) -> Check:
+    """The supervisor's answer from its workers' (status, body): ok only if every worker
+    is; the failing ones named; the routes any worker reports halted, listed once each
+    (a worker can be ready with some of its routes halted)."""
+    failing: list[str] = []
+    halted: dict[str, None] = {}  # first-seen order
+    for index, answer in zip(indexes, answers, strict=True):
+        if answer is None:
+            failing.append(f"worker {index}: no answer")
+            continue
+        status, text = answer
+        reason, routes = _read_answer(text)
+        halted.update(dict.fromkeys(routes))
+        if status != 200:
+            failing.append(f"worker {index}: {reason}")
+    if failing:
+        return Check(False, "; ".join(failing), tuple(halted))
+    return Check(True, f"{len(indexes)} workers", tuple(halted))
+
+
+def _read_answer(text: str) -> tuple[str, list[str]]:
+    """A worker's health body: its reason and its halted routes."""
     try:
-        return str(json.loads(text)["reason"])
+        body = json.loads(text)
+        reason = str(body["reason"])
     except (ValueError, KeyError, TypeError):
-        return text[:200]
+        return text[:200], []
+    routes = body.get("halted_routes", [])
+    return reason, [str(r) for r in routes] if isinstance(routes, list) else []
 
 
 def _describe_exit(code: int) -> str:
