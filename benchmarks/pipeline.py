@@ -8,8 +8,8 @@ partitions, through the stages the loop runs, each timed on its own:
 - ``decode+map``: the native path's ``NativeChunk.messages`` (or, with ``--python-path``,
   the SourceRecords of ``KafkaSource.consume`` decoded and mapped by ``python_path``);
 - ``track``: ``OffsetTracker.track_run`` per run;
-- ``events``: ``ingest_runs`` (or ``ingest``'s ``collect``), the EncodedEvents;
-- ``batch``: ``Batcher.add_many``, 500 events a batch;
+- ``events``: ``ingest_runs`` (or ``ingest``'s ``collect``), the runs of events;
+- ``batch``: ``Batcher.add_runs``, 500 events a batch;
 - ``render``: ``render_body``, each batch's request body;
 - ``settle``: ``delivery.settled``, the latency histogram and ``Receipt.resolve``, as a
   delivered batch does.
@@ -40,7 +40,7 @@ from connector.adapters.avro import AvroDecoder, load_schema
 from connector.adapters.native import Fallback, native_chunk_for
 from connector.core.batch import Batcher, render_body
 from connector.core.offsets import OffsetTracker
-from connector.core.records import TopicPartition, record_of
+from connector.core.records import EventRun, TopicPartition, record_of
 from connector.mapping import mapper_for
 from connector.metrics import Metrics
 from connector.ops.runtime import tune_gc
@@ -110,7 +110,7 @@ def main() -> int:
                 with timed(spent, "events"):
                     got = ingest_runs(chunk_runs, receipts)
             with timed(spent, "batch"):
-                batches = batcher.add_many(got.events)
+                batches = batcher.add_runs(p for p in got.parts if isinstance(p, EventRun))
             for batch in batches:
                 with timed(spent, "render"):
                     render_body(b"{}", batch.events)
@@ -161,8 +161,8 @@ def _chunks(values: list[bytes]) -> list[list[Any]]:
 
 
 def _settle(events: Any, metrics: Metrics) -> None:
-    by_receipt, latencies = settled(events, set(), time.time() * 1000)
-    metrics.end_to_end_latency.observe_many(latencies)
+    by_receipt, timestamps = settled(events, set())
+    metrics.end_to_end_latency.observe_ages(timestamps, time.time() * 1000)
     for receipt, offsets in by_receipt.items():
         receipt.resolve(offsets)
 

@@ -70,6 +70,24 @@ def top_of_profile(raw: Path, rows: int) -> str:
     return "\n".join(out)
 
 
+_REPORT = ("--stdio", "-g", "none", "--percent-limit", "0.5")
+
+
+def perf_report(data: Path, rows: int) -> str:
+    """perf's share of samples by shared object, and the top symbols by self time."""
+    parts = []
+    for sort in ("dso", "dso,sym"):
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, *_REPORT],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        lines = [line for line in report.splitlines() if line.strip() and not line.startswith("#")]
+        parts.append("\n".join(lines[:rows]))
+    return "\n\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -83,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--native", action="store_true", help="also sample native frames (C, Rust)")
     parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="sample with perf (every thread, C, Rust and kernel) instead of py-spy",
+    )
     args = parser.parse_args(argv)
     py_spy = Path(sys.executable).parent / "py-spy"
 
@@ -107,12 +130,17 @@ def main(argv: list[str] | None = None) -> int:
             raw = args.raw or work / "profile.txt"
             # py-spy cannot attach before the interpreter is up: wait for the metrics port.
             process.metrics_port()
+            perf_data, pid = work / "perf.data", ("-p", str(process.pid))
             spy = subprocess.Popen(
-                [str(py_spy), "record", "--pid", str(process.pid), "--subprocesses"]
-                + ["--rate", str(args.rate), "--format", "raw", "--output", str(raw)]
-                + (["--gil"] if args.gil else [])
-                + (["--nonblocking"] if args.nonblocking else [])
-                + (["--native"] if args.native else []),
+                (
+                    ["perf", "record", "-F", str(args.rate), "-g", "-o", str(perf_data), *pid]
+                    if args.perf
+                    else [str(py_spy), "record", "--pid", str(process.pid), "--subprocesses"]
+                    + ["--rate", str(args.rate), "--format", "raw", "--output", str(raw)]
+                    + (["--gil"] if args.gil else [])
+                    + (["--nonblocking"] if args.nonblocking else [])
+                    + (["--native"] if args.native else [])
+                ),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -149,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                 if seconds >= 0.05
             )
         )
+        if args.perf:
+            print(perf_report(perf_data, args.rows))
+            return 0
         if not raw.exists():
             print(f"py-spy wrote no profile:\n{spy_err.decode(errors='replace')}", file=sys.stderr)
             return 1

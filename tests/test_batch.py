@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.core.batch import Batcher, PartitionedBatcher, body_overhead, render_body
-from connector.core.records import Batch, EncodedEvent
+from connector.core.records import Batch, EncodedEvent, EventRun, Events
 
 PUBLIC = b'{"isMatching":1,"matchingType":1}'
 
@@ -181,3 +182,87 @@ def test_partitioned_batches_hold_one_partition_each_in_order(
             per_partition.setdefault(e.partition, []).append(e.offset)
     assert per_partition == {p: list(range(n)) for p, n in enumerate(next_offset) if n}
     assert len({batch.batch_id for batch in batches}) == len(batches)
+
+
+class ModelBatcher:
+    """The batching rules, event by event, written plainly: what Batcher's arithmetic on
+    runs must reproduce."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events, self.max_bytes = max_events, max_bytes
+        self.open: list[EncodedEvent] = []
+        self.size = body_overhead(PUBLIC)
+
+    def add(self, event: EncodedEvent) -> list[tuple[list[int], int]]:
+        closed = []
+        if self.open and self.size + 1 + len(event.body) > self.max_bytes:
+            closed.append(self.close())
+        self.size += len(event.body) + (1 if self.open else 0)
+        self.open.append(event)
+        if len(self.open) >= self.max_events or self.size >= self.max_bytes:
+            closed.append(self.close())
+        return closed
+
+    def close(self) -> tuple[list[int], int]:
+        done = ([e.offset for e in self.open], self.size)
+        self.open, self.size = [], body_overhead(PUBLIC)
+        return done
+
+
+@given(
+    runs=st.lists(
+        st.lists(st.integers(min_value=0, max_value=2500), max_size=60), min_size=1, max_size=12
+    ),
+    max_events=st.integers(min_value=1, max_value=40),
+    max_bytes=st.one_of(
+        st.integers(min_value=64, max_value=5000), st.integers(min_value=5000, max_value=200_000)
+    ),
+)
+def test_runs_batch_as_the_rules_say_event_by_event(
+    runs: list[list[int]], max_events: int, max_bytes: int
+) -> None:
+    # Runs of any length and body sizes (oversized ones too, and an empty run): the same
+    # cuts and exact sizes as the rules applied to one event at a time.
+    model, b = ModelBatcher(max_events, max_bytes), batcher(FakeClock(), max_events, max_bytes)
+    expected, got, offset = [], [], 0
+    for sizes in runs:
+        events = [event(offset + i, size) for i, size in enumerate(sizes)]
+        offset += len(sizes)
+        expected += [batch for e in events for batch in model.add(e)]
+        got += [
+            ([e.offset for e in batch.events], batch.size_bytes)
+            for batch in b.add_runs(EventRun.of(events))
+        ]
+        assert len(b) == len(model.open)
+    assert got == expected
+    tail = b.flush()
+    if model.open:
+        assert tail is not None
+        assert ([e.offset for e in tail.events], tail.size_bytes) == model.close()
+    else:
+        assert tail is None
+    for offsets, size in got:
+        assert size <= max_bytes or len(offsets) == 1
+
+
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=6), max_size=6),
+    start=st.integers(min_value=-40, max_value=40),
+    stop=st.integers(min_value=-40, max_value=40),
+)
+def test_events_index_and_slice_like_a_list(lengths: list[int], start: int, stop: int) -> None:
+    plain, offset = [], 0
+    for partition, length in enumerate(lengths):
+        plain += [tp_event(partition, offset + i) for i in range(length)]
+        offset += length
+    events = Events.of(plain)
+    assert len(events) == len(plain)
+    assert list(events) == plain
+    assert list(events[start:stop]) == plain[start:stop]
+    assert b",".join(events[start:stop].bodies()) == b",".join(e.body for e in plain[start:stop])
+    for index in (start, stop):
+        if -len(plain) <= index < len(plain):
+            assert events[index] == plain[index]
+        else:
+            with pytest.raises(IndexError):
+                events[index]

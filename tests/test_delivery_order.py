@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from connector.adapters.http_sink import HttpSink, SendReport
 from connector.core.offsets import OffsetTracker
-from connector.core.records import Batch, EncodedEvent
+from connector.core.records import Batch, EncodedEvent, Events
 from connector.metrics import Metrics
 from connector.pipeline.delivery import Delivery, settled
 from connector.pipeline.slots import Slots
@@ -54,7 +54,7 @@ def batches(tracker: OffsetTracker, partitions: int, per_partition: int) -> list
         for partition in range(partitions):
             receipt = tracker.track(("t", partition), index)
             event = EncodedEvent("t", partition, index, receipt, b"{}")
-            out.append(Batch(batch_id, (event,), 2))
+            out.append(Batch(batch_id, Events.of((event,)), 2))
             batch_id += 1
     return out
 
@@ -100,19 +100,21 @@ def test_a_delivered_batch_resolves_each_partitions_offsets_but_the_refused(
     picks: list[tuple[int, bool, bool]],
 ) -> None:
     """Partitions interleaved in any way, events refused anywhere: each receipt gets its
-    delivered offsets in order, and only the events with a timestamp give a latency."""
+    delivered offsets in order, and the timestamps of the delivered events, in order."""
     tracker = OffsetTracker()
     receipts = [tracker.track(("t", p), 0) for p in range(3)]
     events = [
         EncodedEvent("t", p, i + 1, receipts[p], b"{}", 1_000 if stamped else None)
         for i, (p, _, stamped) in enumerate(picks)
     ]
-    refused = {id(e) for e, (_, refuse, _) in zip(events, picks, strict=True) if refuse}
-    by_receipt, latencies = settled(events, refused, now_ms=3_500)
-    kept = [e for e in events if id(e) not in refused]
+    refused = {
+        (e.receipt, e.offset) for e, (_, refuse, _) in zip(events, picks, strict=True) if refuse
+    }
+    by_receipt, timestamps = settled(Events.of(events), refused)
+    kept = [e for e in events if (e.receipt, e.offset) not in refused]
     assert by_receipt == {
         r: [e.offset for e in kept if e.receipt is r]
         for r in receipts
         if any(e.receipt is r for e in kept)
     }
-    assert latencies == [2.5 for e in kept if e.timestamp_ms is not None]
+    assert timestamps == [e.timestamp_ms for e in kept]

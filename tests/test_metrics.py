@@ -41,6 +41,45 @@ def test_bulk_histogram_exposes_what_histogram_would(batches: list[list[float]])
         assert abs(found[key] - value) <= 1e-9 * max(1.0, abs(value)), key
 
 
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.none(), st.integers(min_value=1_699_999_000_000, max_value=1_700_000_090_000)
+            ),
+            max_size=40,
+        ),
+        max_size=6,
+    ),
+    st.floats(min_value=1_700_000_000_000, max_value=1_700_000_060_000),
+)
+def test_observing_ages_counts_what_observing_each_age_would(
+    batches: list[list[int | None]], now_ms: float
+) -> None:
+    # Stamps in the past, at now and in the future (clock skew: 0), some missing.
+    by_age, each = CollectorRegistry(), CollectorRegistry()
+    ages = BulkHistogram("latency_seconds", "doc", BUCKETS, by_age)
+    values = BulkHistogram("latency_seconds", "doc", BUCKETS, each)
+    for batch in batches:
+        ages.observe_ages(batch, now_ms)
+        values.observe_many([(now_ms - stamp) / 1000 for stamp in batch if stamp is not None])
+
+    def samples(registry: CollectorRegistry) -> dict[str, float]:
+        return {
+            sample.name + str(sample.labels): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+        }
+
+    found, expected = samples(by_age), samples(each)
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        if key.startswith("latency_seconds_sum"):
+            assert abs(found[key] - value) <= 1e-9 * max(1.0, abs(value)), key
+        else:
+            assert found[key] == value, key
+
+
 def test_bulk_histogram_text_format_names_the_type_and_the_bounds() -> None:
     registry = CollectorRegistry()
     BulkHistogram("latency_seconds", "From A to B.", (0.5, 1), registry).observe_many([0.7, 3])

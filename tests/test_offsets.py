@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.core.offsets import OffsetTracker
@@ -155,3 +156,38 @@ def test_pending_by_partition() -> None:
     tracker.track(b, 7)
     ea.resolve([1])
     assert tracker.pending_by_partition() == {a: 1, b: 1}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.integers(min_value=1, max_value=60),
+    size=st.integers(min_value=1, max_value=400),
+    seed=st.randoms(use_true_random=False),
+)
+def test_long_runs_resolved_in_any_order_and_repeated_pass_exactly_their_prefix(
+    batches: int, size: int, seed: random.Random
+) -> None:
+    # Thousands of offsets per partition (past the point where passed ones are dropped
+    # from the front), batches resolved out of order, some twice: after every step the
+    # position is one past the resolved prefix, and pending counts the rest.
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    offsets = [2 * i for i in range(batches * size)]  # gaps, as after compaction
+    receipt = tracker.track_run(TP, offsets)
+    chunks = [offsets[i * size : (i + 1) * size] for i in range(batches)]
+    order = chunks + seed.sample(chunks, k=min(3, len(chunks)))
+    order = seed.sample(order[:batches], k=batches) + order[batches:]
+    done: set[int] = set()
+    for chunk in order:
+        receipt.resolve(chunk)
+        done.update(chunk)
+        passed = next((i for i, o in enumerate(offsets) if o not in done), len(offsets))
+        # One past the last offset of the resolved prefix; nothing before any passed.
+        expected = offsets[passed - 1] + 1 if passed else None
+        assert tracker.committable().get(TP) == expected
+        assert tracker.pending == len(offsets) - len(done)
+    more = offsets[-1] + 5
+    tracker.track(TP, more)  # reading goes on after everything passed
+    receipt.resolve([more])
+    assert tracker.committable()[TP] == more + 1
+    assert tracker.pending == 0

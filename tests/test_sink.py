@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from connector.adapters.http_sink import HttpSink, SendReport
 from connector.core.batch import body_overhead
 from connector.core.classify import Verdict, classify, parse_retry_after
-from connector.core.records import Batch, EncodedEvent
+from connector.core.records import Batch, EncodedEvent, Events
 from devtools.sandbox import Faults, SandboxServer, ScriptStep
 
 OK = b'{"code":"200","errorCode":"SUCCESS","msg":"ok"}'
@@ -78,7 +78,7 @@ def batch_of(count: int) -> Batch:
         )
         for i in range(count)
     )
-    return Batch(0, events, 0)
+    return Batch(0, Events.of(events), 0)
 
 
 PUBLIC = b'{"isMatching":1,"matchingType":1}'

@@ -46,7 +46,7 @@ from connector.adapters.send_gate import SendGate
 from connector.core.backoff import Backoff
 from connector.core.batch import render_body
 from connector.core.classify import Outcome, Verdict, classify
-from connector.core.records import Batch, EncodedEvent
+from connector.core.records import Batch, EncodedEvent, Events
 from connector.metrics import Metrics, status_class
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class HttpSink:
         except aiohttp.ClientError as exc:
             return Outcome(Verdict.RETRY, f"connection:{type(exc).__name__}")
 
-    def render(self, events: Sequence[EncodedEvent]) -> bytes:
+    def render(self, events: Events) -> bytes:
         """The request body for these events (compressed when ``http.compression`` says so)."""
         body = render_body(self._public_params, events)
         if self._endpoint.gzip:
@@ -242,7 +242,7 @@ class HttpSink:
         if self._metrics is not None:
             self._metrics.batch_events.observe(len(batch.events))
             self._metrics.batch_bytes.observe(batch.size_bytes)
-        pending: list[tuple[Sequence[EncodedEvent], RetryBudget]] = [(batch.events, self._budget)]
+        pending: list[tuple[Events, RetryBudget]] = [(batch.events, self._budget)]
         while pending:
             events, budget = pending.pop()
             outcome, spent = await self._decide(batch.batch_id, events, report, budget)
@@ -269,7 +269,7 @@ class HttpSink:
     async def _decide(
         self,
         batch_id: int,
-        events: Sequence[EncodedEvent],
+        events: Events,
         report: SendReport,
         budget: RetryBudget,
     ) -> tuple[Outcome, bool]:

@@ -10,20 +10,30 @@ next record read after them. Pure: no Kafka, no I/O.
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Iterable
 
 from connector.core.records import TopicPartition
 
+# Passed offsets are dropped from the front of ``read`` in one step once they are this
+# many and at least half of it: amortised, no per-offset pop.
+_COMPACT_AFTER = 4096
+
 
 class _PartitionState:
-    __slots__ = ("position", "read", "receipt", "resolved")
+    __slots__ = ("head", "position", "read", "receipt", "resolved")
 
     def __init__(self) -> None:
         self.receipt: Receipt | None = None  # one per assignment, so identity tells them apart
-        self.read: deque[int] = deque()  # offsets read and not yet passed, in read order
+        # Offsets read, in read order; those before ``head`` are passed.
+        self.read: list[int] = []
+        self.head = 0
         self.resolved: set[int] = set()  # resolved offsets still behind an unresolved one
         self.position: int | None = None  # next offset to commit (last passed + 1)
+
+    @property
+    def unpassed(self) -> int:
+        """Offsets read and not yet passed."""
+        return len(self.read) - self.head
 
 
 class Receipt:
@@ -63,7 +73,7 @@ class OffsetTracker:
 
     def pending_by_partition(self) -> dict[TopicPartition, int]:
         """Records read and not yet resolved, per assigned partition."""
-        return {tp: len(st.read) - len(st.resolved) for tp, st in self._partitions.items()}
+        return {tp: st.unpassed - len(st.resolved) for tp, st in self._partitions.items()}
 
     def assigned(self) -> list[TopicPartition]:
         return list(self._partitions)
@@ -83,7 +93,7 @@ class OffsetTracker:
     def _drop(self, tp: TopicPartition) -> None:
         state = self._partitions.pop(tp, None)
         if state is not None:
-            self._pending -= len(state.read) - len(state.resolved)
+            self._pending -= state.unpassed - len(state.resolved)
         self._committed.pop(tp, None)
 
     def track(self, tp: TopicPartition, offset: int) -> Receipt:
@@ -95,7 +105,7 @@ class OffsetTracker:
         if state is None:  # read before the assignment callback ran: treat as assigned
             self.assign([tp])
             state = self._partitions[tp]
-        if state.read:
+        if state.unpassed:
             if offset <= state.read[-1]:
                 raise ValueError(f"{tp}: offset {offset} read after {state.read[-1]}")
         elif state.position is not None and offset < state.position:
@@ -123,16 +133,28 @@ class OffsetTracker:
         """Mark records delivered (or otherwise done), for :meth:`Receipt.resolve`."""
         if self._partitions.get(tp) is not state:
             return  # revoked, or assigned again since: the next owner reads them again
-        read, resolved = state.read, state.resolved
-        for offset in offsets:
-            # Ignore repeats and offsets already passed: each record resolves once.
-            if read and offset >= read[0] and offset not in resolved:
-                resolved.add(offset)
-                self._pending -= 1
-        while read and read[0] in resolved:
-            done = read.popleft()
-            resolved.discard(done)
-            state.position = done + 1
+        offsets = offsets if isinstance(offsets, list) else list(offsets)
+        read, resolved, head = state.read, state.resolved, state.head
+        if not resolved and offsets and read[head : head + len(offsets)] == offsets:
+            # The common case, checked whole in C: exactly the next offsets read, with
+            # nothing resolved ahead of them. They pass at once.
+            head += len(offsets)
+            self._pending -= len(offsets)
+            state.position = offsets[-1] + 1
+        else:
+            for offset in offsets:
+                # Ignore repeats and offsets already passed: each record resolves once.
+                if head < len(read) and offset >= read[head] and offset not in resolved:
+                    resolved.add(offset)
+                    self._pending -= 1
+            while head < len(read) and read[head] in resolved:
+                resolved.discard(read[head])
+                state.position = read[head] + 1
+                head += 1
+        if head >= _COMPACT_AFTER and 2 * head >= len(read):
+            del read[:head]
+            head = 0
+        state.head = head
 
     def committable(self) -> dict[TopicPartition, int]:
         """Positions that moved since the last commit: partition → next offset to read."""

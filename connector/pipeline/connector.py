@@ -22,7 +22,7 @@ from connector.adapters.kafka_source import ConsumerFactory
 from connector.config import Settings
 from connector.core.checks import Check
 from connector.core.offsets import OffsetTracker, Receipt
-from connector.core.records import EncodedEvent, TopicPartition
+from connector.core.records import TopicPartition
 from connector.metrics import Metrics
 from connector.pipeline import lifecycle, wiring
 from connector.pipeline.ingest import Ingested, InvalidRecordError, ingest, ingest_runs
@@ -181,16 +181,12 @@ class Connector:
             receipts[record.topic, record.partition].resolve((record.offset,))
         if got.skipped:
             self.metrics.records_skipped.labels("tombstone").inc(len(got.skipped))
-        events, start = got.events, 0
-        for before, error in got.invalid:  # rare: what came before it is batched first
-            self._batch(events[start:before])
-            start = before
-            self._invalid(error, receipts[error.record.topic, error.record.partition])
-        self._batch(events[start:] if start else events)
-
-    def _batch(self, events: list[EncodedEvent]) -> None:
-        for batch in self._batcher.add_many(events):
-            self._delivery.dispatch(batch)
+        for part in got.parts:  # in read order: what came before an invalid record first
+            if isinstance(part, InvalidRecordError):
+                self._invalid(part, receipts[part.record.topic, part.record.partition])
+            else:
+                for batch in self._batcher.add_runs((part,)):
+                    self._delivery.dispatch(batch)
 
     def _invalid(self, error: InvalidRecordError, receipt: Receipt) -> None:
         """A record that cannot become an event: dead-letter it, or stop (dlq.on_invalid,

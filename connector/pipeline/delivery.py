@@ -5,12 +5,10 @@ and the drain of a revoke or a shutdown."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import operator
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from connector.adapters.dlq import DeadLetterWriter, Failure
@@ -20,6 +18,7 @@ from connector.core.errors import DataError, Stage
 from connector.core.records import (
     Batch,
     EncodedEvent,
+    Events,
     Resolver,
     SourceRecord,
     TopicPartition,
@@ -29,10 +28,6 @@ from connector.metrics import Metrics
 from connector.pipeline.slots import Slots
 
 log = logging.getLogger(__name__)
-
-_RECEIPT = operator.attrgetter("receipt")
-_OFFSET = operator.attrgetter("offset")
-_STAMP = operator.attrgetter("timestamp_ms")
 
 # How often a drain checks whether the API halted (then waiting is pointless).
 _DRAIN_POLL_S = 0.2
@@ -52,20 +47,26 @@ class RefusedByApiError(DataError):
 
 
 def settled(
-    events: Sequence[EncodedEvent], refused: set[int], now_ms: float
-) -> tuple[dict[Resolver, list[int]], list[float]]:
+    events: Events, refused: set[tuple[Resolver, int]]
+) -> tuple[dict[Resolver, list[int]], list[int | None]]:
     """What a delivered batch resolves: the offsets per receipt of every event but the
-    refused ones (by ``id``), and their end-to-end latencies in seconds."""
-    delivered = [event for event in events if id(event) not in refused] if refused else events
+    refused ones (by receipt and offset), and their Kafka timestamps (for the end-to-end
+    latency; None where the broker gave none)."""
     by_receipt: dict[Resolver, list[int]] = {}
-    # A batch holds runs of one partition, in consume order: one list per run.
-    for receipt, run in itertools.groupby(delivered, _RECEIPT):
-        offsets = by_receipt.get(receipt)
-        if offsets is None:
-            by_receipt[receipt] = offsets = []
-        offsets += map(_OFFSET, run)
-    stamps = map(_STAMP, delivered)
-    return by_receipt, [(now_ms - stamp) / 1000 for stamp in stamps if stamp is not None]
+    timestamps: list[int | None] = []
+    for run in events.runs:  # runs of one partition, in consume order
+        receipt, offsets, stamps = run.receipt, run.offsets, run.timestamps
+        if refused:
+            kept = [i for i, offset in enumerate(offsets) if (receipt, offset) not in refused]
+            offsets, stamps = [offsets[i] for i in kept], [stamps[i] for i in kept]
+            if not offsets:
+                continue
+        resolves = by_receipt.get(receipt)
+        if resolves is None:
+            by_receipt[receipt] = resolves = []
+        resolves += offsets
+        timestamps += stamps
+    return by_receipt, timestamps
 
 
 class Delivery:
@@ -108,7 +109,7 @@ class Delivery:
         if not self._ordered:
             self._spawn(self._deliver(batch), f"batch-{batch.batch_id}")
             return
-        first = batch.events[0]
+        first = batch.events.runs[0]
         tp = (first.topic, first.partition)
         queue = self._queues.get(tp)
         if queue is not None:
@@ -152,10 +153,10 @@ class Delivery:
     async def _deliver(self, batch: Batch) -> None:
         async with self._slots:
             result = await self._sink.send(batch)
-        refused = {id(event) for event, _ in result.refused}
+        refused = {(event.receipt, event.offset) for event, _ in result.refused}
         now_ms = self._wall_clock() * 1000
-        by_receipt, latencies = settled(batch.events, refused, now_ms)
-        self.metrics.end_to_end_latency.observe_many(latencies)
+        by_receipt, timestamps = settled(batch.events, refused)
+        self.metrics.end_to_end_latency.observe_ages(timestamps, now_ms)
         if len(refused) < len(batch.events):
             self.metrics.last_delivery.set(now_ms / 1000)
         for receipt, offsets in by_receipt.items():

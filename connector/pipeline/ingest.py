@@ -1,9 +1,10 @@
 """Ingest: one consume chunk → API events and invalid records, in the chunk's order. Pure.
 
-The hot path: per record only decoding, the mapping and what cannot be shared. The
-caller tracks the chunk's offsets (one receipt per partition) before it batches or
-resolves anything, so an invalid record that stops the connector leaves itself and what
-follows it uncommitted.
+The hot path: per record only decoding, the mapping and what cannot be shared; events
+go on as runs of one partition (columns), not one object each. The caller tracks the
+chunk's offsets (one receipt per partition) before it batches or resolves anything, so
+an invalid record that stops the connector leaves itself and what follows it
+uncommitted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from connector.adapters.avro import DecodeError
 from connector.adapters.native import TOMBSTONE, MessageRun, Outcome, Rejected
 from connector.core.errors import DataError, Stage
 from connector.core.offsets import Receipt
-from connector.core.records import EncodedEvent, SourceRecord, TopicPartition, record_of
+from connector.core.records import (
+    EncodedEvent,
+    EventRun,
+    Events,
+    Origin,
+    SourceRecord,
+    TopicPartition,
+    record_of,
+)
 from connector.mapping.transform import TransformError
 
 _TOMBSTONE = "a null value (tombstone) carries no event"
@@ -49,14 +58,32 @@ class InvalidRecordError(DataError):
         self.may_dead_letter = may_dead_letter
 
 
+Part = EventRun | InvalidRecordError
+
+
 @dataclass(slots=True)
 class Ingested:
-    """One chunk's events in read order, and its invalid records: each with how many of
-    ``events`` came before it, so the caller handles both in the chunk's order."""
+    """One chunk in read order: runs of events and invalid records, as they came (the
+    caller batches and handles them in that order); and its skipped tombstones."""
 
-    events: list[EncodedEvent]
-    invalid: list[tuple[int, InvalidRecordError]]
+    parts: list[Part]
     skipped: list[SourceRecord]  # tombstones under on_tombstone: skip (no event, done)
+
+    @property
+    def events(self) -> list[EncodedEvent]:
+        """Every event, as objects (tests and tools: the pipeline batches ``parts``)."""
+        return [event for part in self.parts if type(part) is EventRun for event in Events((part,))]
+
+    @property
+    def invalid(self) -> list[tuple[int, InvalidRecordError]]:
+        """Each invalid record, with how many events came before it."""
+        out, before = [], 0
+        for part in self.parts:
+            if isinstance(part, InvalidRecordError):
+                out.append((before, part))
+            else:
+                before += len(part)
+        return out
 
 
 def ingest(
@@ -78,41 +105,37 @@ def ingest_runs(
 ) -> Ingested:
     """:func:`ingest` of the native path's runs (connector/adapters/native.py's
     ``NativeChunk.messages``): the same events, invalid records and skipped tombstones, in
-    the same order, with no SourceRecord made for a record that became an event."""
-    events: list[EncodedEvent] = []
-    invalid: list[tuple[int, InvalidRecordError]] = []
+    the same order. A run of nothing but events is handed on as it is, its columns
+    untouched; no SourceRecord is made for a record that became an event."""
+    parts: list[Part] = []
     skipped: list[SourceRecord] = []
     for run in runs:
         topic, partition = run.topic, run.partition
         receipt = receipts[topic, partition]
-        offsets, stamps, messages = run.offsets, run.timestamps, run.messages
-        bodies = cast("list[bytes]", run.outcomes)  # but at run.others
-        if not run.others:  # the common case: every message is an event
-            events += [
-                EncodedEvent(topic, partition, offset, receipt, body, stamp, message)
-                for offset, body, stamp, message in zip(
-                    offsets, bodies, stamps, messages, strict=True
-                )
-            ]
-            continue
+        origins = cast("list[Origin]", run.messages)
+        whole = EventRun(
+            topic,
+            partition,
+            receipt,
+            run.offsets,
+            cast("list[bytes]", run.outcomes),  # but at run.others
+            run.timestamps,
+            origins,
+        )
         start = 0
-        for other in [*run.others, len(offsets)]:
-            events += [
-                EncodedEvent(
-                    topic, partition, offsets[i], receipt, bodies[i], stamps[i], messages[i]
-                )
-                for i in range(start, other)
-            ]
-            if other == len(offsets):
-                break
-            start = other + 1
-            record = record_of(messages[other])
+        for other in run.others:
+            if other > start:
+                parts.append(whole.cut(start, other))
+            record = record_of(run.messages[other])
             error = _invalid(record, run.outcomes[other], on_tombstone)
             if error is None:
                 skipped.append(record)
             else:
-                invalid.append((len(events), error))
-    return Ingested(events, invalid, skipped)
+                parts.append(error)
+            start = other + 1
+        if start < len(whole):
+            parts.append(whole.cut(start, len(whole)))  # the whole run, when no others
+    return Ingested(parts, skipped)
 
 
 def _invalid(
@@ -157,35 +180,27 @@ def collect(
     outcomes: Sequence[Outcome],
     on_tombstone: str,
 ) -> Ingested:
-    """The chunk's events in read order, its invalid records and its skipped tombstones."""
-    events: list[EncodedEvent] = []
-    invalid: list[tuple[int, InvalidRecordError]] = []
+    """The chunk's runs of events and invalid records in read order, and its skipped
+    tombstones."""
+    parts: list[Part] = []
     skipped: list[SourceRecord] = []
-    append = events.append
-    # Consume calls hand over runs of one partition: its receipt is looked up per run.
-    last_tp: TopicPartition | None = None
-    receipt: Receipt | None = None
+    run: EventRun | None = None
     for record, outcome in zip(records, outcomes, strict=True):
         if type(outcome) is not bytes:
             error = _invalid(record, outcome, on_tombstone)
             if error is None:
                 skipped.append(record)
             else:
-                invalid.append((len(events), error))
+                parts.append(error)
+                run = None  # what follows it starts a run of its own
             continue
-        tp = (record.topic, record.partition)
-        if tp != last_tp:
-            last_tp, receipt = tp, receipts[tp]
-        assert receipt is not None  # set with last_tp
-        append(
-            EncodedEvent(
-                record.topic,
-                record.partition,
-                record.offset,
-                receipt,
-                outcome,
-                record.timestamp_ms,
-                record,
-            )
-        )
-    return Ingested(events, invalid, skipped)
+        # Consume calls hand over runs of one partition: a run per partition change.
+        if run is None or run.partition != record.partition or run.topic != record.topic:
+            tp = (record.topic, record.partition)
+            run = EventRun(record.topic, record.partition, receipts[tp], [], [], [], [])
+            parts.append(run)
+        run.offsets.append(record.offset)
+        run.bodies.append(outcome)
+        run.timestamps.append(record.timestamp_ms)
+        run.records.append(record)
+    return Ingested(parts, skipped)
