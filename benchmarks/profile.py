@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         "--nonblocking", action="store_true", help="do not pause the process to sample it"
     )
     parser.add_argument("--native", action="store_true", help="also sample native frames (C, Rust)")
-    parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
+    parser.add_argument(
+        "--raw", type=Path, help="also keep py-spy's collapsed stacks (or perf's data) here"
+    )
     parser.add_argument(
         "--perf",
         action="store_true",
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             raw = args.raw or work / "profile.txt"
             # py-spy cannot attach before the interpreter is up: wait for the metrics port.
             process.metrics_port()
-            perf_data, pid = work / "perf.data", ("-p", str(process.pid))
+            perf_data, pid = args.raw or work / "perf.data", ("-p", str(process.pid))
             spy = subprocess.Popen(
                 (
                     ["perf", "record", "-F", str(args.rate), "-g", "-o", str(perf_data), *pid]

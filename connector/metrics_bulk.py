@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Iterable, Iterator
 from typing import cast
@@ -40,32 +41,36 @@ class BulkSeries:
 
     def observe_ages(self, stamps_ms: list[int | None], now_ms: float) -> None:
         """``observe_many`` of each stamp's age in seconds, ``(now_ms - stamp) / 1000``;
-        a None stamp (the broker gave none) is skipped. By sorting and a bisect per bucket
-        bound, not a Python step per value: a delivered batch observes every event."""
+        a None stamp (the broker gave none) is skipped. By sorting the stamps and one
+        bisect per bucket bound, not a Python step per value: a delivered batch observes
+        every event. Bounds must be positive (they are: latencies)."""
         stamps = (
-            [s for s in stamps_ms if s is not None]
+            sorted(s for s in stamps_ms if s is not None)
             if None in stamps_ms
-            else cast("list[int]", stamps_ms)
+            else sorted(cast("list[int]", stamps_ms))
         )
         if not stamps:
             return
-        newest_first = sorted(stamps, reverse=True)  # ages ascending
-
-        def age(stamp: int) -> float:  # exactly what observe_many is given, clamped as it is
-            return max((now_ms - stamp) / 1000, 0.0)
-
-        bounds, counts = self._bounds, self._counts
+        count = len(stamps)
         # The sum, exactly: the ages above 0 are of the stamps before now.
-        past = newest_first[bisect.bisect_right(newest_first, 0.0, key=age) :]
+        past = stamps[: bisect.bisect_left(stamps, now_ms)]
         whole_ms = int(now_ms)
         total = ((whole_ms * len(past) - sum(past)) + (now_ms - whole_ms) * len(past)) / 1000
         with self._lock:
-            below = 0
-            for index, bound in enumerate(bounds):
-                upto = bisect.bisect_right(newest_first, bound, key=age)  # ages <= bound
+            below, counts = 0, self._counts
+            for index, bound in enumerate(self._bounds):
+                # The oldest whole-millisecond stamp whose age, by the very expression
+                # observe_many is given, is at most the bound: rounding cannot move a
+                # value across a bound.
+                oldest = math.ceil(now_ms - bound * 1000)
+                while (now_ms - (oldest - 1)) / 1000 <= bound:
+                    oldest -= 1
+                while (now_ms - oldest) / 1000 > bound:
+                    oldest += 1
+                upto = count - bisect.bisect_left(stamps, oldest)
                 counts[index] += upto - below
                 below = upto
-            counts[-1] += len(newest_first) - below
+            counts[-1] += count - below
             self.sum += total
 
     def buckets(self) -> list[tuple[str, float]]:
