@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::plan::{Node, SchemaPlan};
 use crate::text;
+pub use crate::tree::{Span, Text, Tree, Value, NULL};
 
 /// Why a message was not decoded or mapped here (the Python path decides it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,41 +24,15 @@ const DATE_MIN: i64 = -719_162;
 const DATE_MAX: i64 = 2_932_896;
 const MAX_DECIMAL_BYTES: usize = 128;
 
-/// One decoded value. Unions are transparent: a union's value is its branch's value.
-#[derive(Debug)]
-pub enum Value<'a> {
-    Null,
-    Bool(bool),
-    Long(i64),
-    Float(f32),
-    Double(f64),
-    Bytes(&'a [u8]),
-    Str(&'a str),
-    Enum(&'a str),
-    /// `str(Decimal)`: the exact text Python's Decimal gives.
-    Decimal(String),
-    Uuid(u128),
-    /// Days since 1970-01-01, within Python's date range.
-    Date(i64),
-    /// Microseconds since midnight, below one day.
-    Time(i64),
-    Array(Vec<Value<'a>>),
-    /// Entries in first-seen key order; a repeated key keeps its place, the last value wins
-    /// (what building a Python dict does).
-    Map(Vec<(&'a str, Value<'a>)>),
-    Record(&'a [String], Vec<Value<'a>>),
-}
-
-pub static NULL: Value<'static> = Value::Null;
-
-struct Reader<'a> {
+struct Reader<'a, 't> {
     buf: &'a [u8],
     pos: usize,
     /// Elements (array items, map entries) this record may still hold.
     budget: usize,
+    tree: &'t mut Tree<'a>,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'a, '_> {
     fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
@@ -84,7 +59,21 @@ impl<'a> Reader<'a> {
     }
 
     /// A zigzag varint of at most 10 bytes and 64 bits (fastavro wraps longer ones: deferred).
+    #[inline]
     fn long(&mut self) -> Res<i64> {
+        // One byte (most lengths, counts, indexes) inline, without the loop.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                let magnitude = i64::from(b >> 1);
+                return Ok(if b & 1 == 0 { magnitude } else { !magnitude });
+            }
+        }
+        self.long_slow()
+    }
+
+    #[inline(never)]
+    fn long_slow(&mut self) -> Res<i64> {
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -115,12 +104,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The record in `buf`, which must be exactly one record of `schema`'s root.
-pub fn decode<'a>(schema: &'a SchemaPlan, buf: &'a [u8]) -> Res<Value<'a>> {
+/// The record in `buf`, which must be exactly one record of `schema`'s root; its
+/// composites' children go to `tree` (emptied first).
+pub fn decode<'a>(schema: &'a SchemaPlan, buf: &'a [u8], tree: &mut Tree<'a>) -> Res<Value<'a>> {
+    tree.values.clear();
+    tree.entries.clear();
+    tree.pending.clear();
+    tree.pending_entries.clear();
     let mut reader = Reader {
         buf,
         pos: 0,
         budget: 8 * buf.len() + 1024,
+        tree,
     };
     let value = read(schema, schema.root, &mut reader, 0)?;
     if reader.pos != buf.len() {
@@ -136,11 +131,36 @@ fn node(schema: &SchemaPlan, id: usize) -> Res<&Node> {
         .ok_or(Defer("plan: a node id past the schema"))
 }
 
-fn read<'a>(schema: &'a SchemaPlan, id: usize, r: &mut Reader<'a>, depth: usize) -> Res<Value<'a>> {
-    if depth > MAX_NESTING {
-        return Err(Defer("decode: nested too deep"));
+fn read<'a>(
+    schema: &'a SchemaPlan,
+    mut id: usize,
+    r: &mut Reader<'a, '_>,
+    mut depth: usize,
+) -> Res<Value<'a>> {
+    // A union's value is its branch's: followed here, a level deeper, without a call.
+    loop {
+        if depth > MAX_NESTING {
+            return Err(Defer("decode: nested too deep"));
+        }
+        match node(schema, id)? {
+            Node::Union { branches } => {
+                let index = r.long()?;
+                let branch = usize::try_from(index).ok().and_then(|i| branches.get(i));
+                id = *branch.ok_or(Defer("decode: a union branch out of range"))?;
+                depth += 1;
+            }
+            node => return read_node(schema, node, r, depth),
+        }
     }
-    Ok(match node(schema, id)? {
+}
+
+fn read_node<'a>(
+    schema: &'a SchemaPlan,
+    node: &'a Node,
+    r: &mut Reader<'a, '_>,
+    depth: usize,
+) -> Res<Value<'a>> {
+    Ok(match node {
         Node::Null => Value::Null,
         Node::Boolean => match r.byte()? {
             0 => Value::Bool(false),
@@ -166,7 +186,8 @@ fn read<'a>(schema: &'a SchemaPlan, id: usize, r: &mut Reader<'a>, depth: usize)
         Node::Uuid => {
             let text = string(r)?;
             Value::Uuid(
-                text::parse_uuid(text).ok_or(Defer("decode: a uuid not in plain hex form"))?,
+                text::parse_uuid(text.as_bytes())
+                    .ok_or(Defer("decode: a uuid not in plain hex form"))?,
             )
         }
         Node::Date => {
@@ -221,47 +242,68 @@ fn read<'a>(schema: &'a SchemaPlan, id: usize, r: &mut Reader<'a>, depth: usize)
         }
         Node::Fixed { size } => Value::Bytes(r.take(*size)?),
         Node::Array { items } => {
-            let mut out = Vec::new();
+            let mark = r.tree.pending.len();
             blocks(r, |r| {
-                out.push(read(schema, *items, r, depth + 1)?);
+                let item = read(schema, *items, r, depth + 1)?;
+                r.tree.pending.push(item);
                 Ok(())
             })?;
-            Value::Array(out)
+            // Moved to the arena whole: an item's own children went there meanwhile.
+            let Tree {
+                values, pending, ..
+            } = &mut *r.tree;
+            let start = values.len();
+            values.extend(pending.drain(mark.min(pending.len())..));
+            Value::Array(Span::new(start, values.len())?)
         }
         Node::Map { values } => {
-            let mut out = DictBuilder::default();
+            let mark = r.tree.pending_entries.len();
+            let mut index = None;
             blocks(r, |r| {
                 let key = string(r)?;
                 let value = read(schema, *values, r, depth + 1)?;
-                out.insert(key, value);
+                insert(&mut r.tree.pending_entries, mark, &mut index, key, value);
                 Ok(())
             })?;
-            Value::Map(out.entries)
+            let Tree {
+                entries,
+                pending_entries,
+                ..
+            } = &mut *r.tree;
+            let start = entries.len();
+            entries.extend(pending_entries.drain(mark.min(pending_entries.len())..));
+            Value::Map(Span::new(start, entries.len())?)
         }
         Node::Record { names, types } => {
-            let mut fields = Vec::with_capacity(types.len());
-            for id in types {
-                fields.push(read(schema, *id, r, depth + 1)?);
+            // Its fields' slots first, so they are contiguous whatever the fields hold.
+            let start = r.tree.values.len();
+            r.tree
+                .values
+                .resize_with(start + types.len(), || Value::Null);
+            for (at, id) in (start..).zip(types) {
+                let field = read(schema, *id, r, depth + 1)?;
+                if let Some(slot) = r.tree.values.get_mut(at) {
+                    *slot = field;
+                }
             }
-            Value::Record(names.as_slice(), fields)
+            Value::Record(names.as_slice(), Span::new(start, start + types.len())?)
         }
-        Node::Union { branches } => {
-            let index = r.long()?;
-            let branch = usize::try_from(index).ok().and_then(|i| branches.get(i));
-            let branch = *branch.ok_or(Defer("decode: a union branch out of range"))?;
-            read(schema, branch, r, depth + 1)?
-        }
+        // `read` follows unions: never met here.
+        Node::Union { .. } => return Err(Defer("decode: a union branch out of range")),
     })
 }
 
-fn string<'a>(r: &mut Reader<'a>) -> Res<&'a str> {
+fn string<'a>(r: &mut Reader<'a, '_>) -> Res<Text<'a>> {
     let n = r.size()?;
-    std::str::from_utf8(r.take(n)?).map_err(|_| Defer("decode: a string that is not UTF-8"))
+    Text::checked(r.take(n)?).ok_or(Defer("decode: a string that is not UTF-8"))
 }
 
 /// Array and map blocks: a count, then that many items, until a count of zero. A negative
 /// count is followed by the block's size in bytes.
-fn blocks<'a>(r: &mut Reader<'a>, mut item: impl FnMut(&mut Reader<'a>) -> Res<()>) -> Res<()> {
+fn blocks<'a, 't>(
+    r: &mut Reader<'a, 't>,
+    mut item: impl FnMut(&mut Reader<'a, 't>) -> Res<()>,
+) -> Res<()> {
     loop {
         let mut count = r.long()?;
         if count == 0 {
@@ -285,40 +327,34 @@ fn blocks<'a>(r: &mut Reader<'a>, mut item: impl FnMut(&mut Reader<'a>) -> Res<(
     }
 }
 
-/// What building a Python dict does: a new key goes last, a repeated one keeps its place
-/// and takes the new value. Small maps are scanned; larger ones get an index, so a map of
-/// many keys costs linear time, not quadratic.
-#[derive(Default)]
-struct DictBuilder<'a> {
-    entries: Vec<(&'a str, Value<'a>)>,
-    index: Option<HashMap<&'a str, usize>>,
-}
-
-const SCAN_LIMIT: usize = 16;
-
-impl<'a> DictBuilder<'a> {
-    fn insert(&mut self, key: &'a str, value: Value<'a>) {
-        if self.index.is_none() && self.entries.len() >= SCAN_LIMIT {
-            let index = self
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (*k, i))
-                .collect();
-            self.index = Some(index);
-        }
-        let found = match &self.index {
-            Some(index) => index.get(key).copied(),
-            None => self.entries.iter().position(|(k, _)| *k == key),
-        };
-        match found.and_then(|i| self.entries.get_mut(i)) {
-            Some(slot) => slot.1 = value,
-            None => {
-                if let Some(index) = &mut self.index {
-                    index.insert(key, self.entries.len());
-                }
-                self.entries.push((key, value));
+/// What building a Python dict does, on the entries from `mark` on: a new key goes last, a
+/// repeated one keeps its place and takes the new value. Small maps are scanned; larger
+/// ones get an index, so a map of many keys costs linear time, not quadratic.
+fn insert<'a>(
+    entries: &mut Vec<(Text<'a>, Value<'a>)>,
+    mark: usize,
+    index: &mut Option<HashMap<Text<'a>, usize>>,
+    key: Text<'a>,
+    value: Value<'a>,
+) {
+    let len = entries.len().saturating_sub(mark);
+    let own = entries.get(mark..).unwrap_or_default();
+    if index.is_none() && len >= SCAN_LIMIT {
+        *index = Some(own.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect());
+    }
+    let found = match index {
+        Some(index) => index.get(&key).copied(),
+        None => own.iter().position(|(k, _)| *k == key),
+    };
+    match found.and_then(|i| entries.get_mut(mark + i)) {
+        Some(slot) => slot.1 = value,
+        None => {
+            if let Some(index) = index {
+                index.insert(key, len);
             }
+            entries.push((key, value));
         }
     }
 }
+
+const SCAN_LIMIT: usize = 16;

@@ -134,12 +134,24 @@ pub fn write_i64(out: &mut Vec<u8>, value: i64) {
 }
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as short
-/// escapes or `\u00XX`, everything else (non-ASCII included) as UTF-8.
-pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+/// escapes or `\u00XX`, everything else (non-ASCII included) as UTF-8. `bytes` must be
+/// UTF-8 (a `str`'s, or a decoded string's, validated once when it was read).
+#[inline]
+pub fn write_json_str(out: &mut Vec<u8>, text: impl AsRef<[u8]>) {
+    write_json_bytes(out, text.as_ref());
+}
+
+fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let bytes = s.as_bytes();
+    // Most strings need no escape: checked 8 bytes at a time, then copied at once.
+    if !any_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
-    // Runs of bytes that need no escape are copied whole (the common case: all of it).
+    // Runs of bytes that need no escape are copied whole.
     while let Some(found) = bytes
         .get(start..)
         .and_then(|rest| rest.iter().position(|&b| needs_escape(b)))
@@ -163,6 +175,34 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(bytes.get(start..).unwrap_or_default());
     out.push(b'"');
+}
+
+/// Whether a byte of `bytes` needs an escape, a word at a time (SWAR): a word has a byte
+/// below 0x20, or equal to `"` or `\`, exactly when these bit tricks leave a high bit set.
+fn any_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word_escapes = |x: u64| {
+        let below = x.wrapping_sub(0x20 * ONES);
+        let quote = x ^ (u64::from(b'"') * ONES);
+        let slash = x ^ (u64::from(b'\\') * ONES);
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        (below | zero(quote) | zero(slash)) & !x & HIGH != 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut found = false;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        found |= word_escapes(u64::from_le_bytes(word));
+    }
+    // The tail, padded with a byte that needs no escape.
+    let mut tail = [b'a'; 8];
+    let rest = chunks.remainder();
+    if let Some(slot) = tail.get_mut(..rest.len()) {
+        slot.copy_from_slice(rest);
+    }
+    found | word_escapes(u64::from_le_bytes(tail))
 }
 
 fn needs_escape(b: u8) -> bool {
@@ -218,5 +258,19 @@ mod tests {
             ints.push(b' ');
         }
         assert_eq!(ints, b"0 -1 42 -9223372036854775808 9223372036854775807 ");
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_byte_to_escape_wherever_it_is() {
+        for b in 0..=255u8 {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    bytes.push(0xC3); // non-ASCII around it must not count
+                    assert_eq!(any_escape(&bytes), needs_escape(b), "{b} at {at} of {len}");
+                }
+            }
+        }
     }
 }

@@ -21,15 +21,16 @@ mod mapping;
 mod plan;
 mod render;
 mod text;
+mod tree;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
-use crate::avro::Defer;
+use crate::avro::{Defer, Tree};
 use crate::input::{ColumnMessage, Columns, KafkaMessage};
 use crate::mapping::Message;
 
@@ -39,25 +40,39 @@ struct Plan {
     plan: plan::Plan,
 }
 
+/// What one call reuses from message to message, so that a message allocates nothing but
+/// its event's PyBytes: the decoded record's arena, and the buffer the event is written to.
+#[derive(Default)]
+struct Scratch {
+    tree: Tree<'static>,
+    out: Vec<u8>,
+}
+
 enum Outcome {
-    Event(Vec<u8>),
+    /// The event's bytes are `Scratch::out`.
+    Event,
     Tombstone,
     Deferred(&'static str),
 }
 
 impl Plan {
-    fn one(&self, value: &Bound<'_, PyAny>, msg: &dyn Message) -> Outcome {
+    fn one(&self, value: &Bound<'_, PyAny>, msg: &dyn Message, scratch: &mut Scratch) -> Outcome {
         if value.is_none() {
             return Outcome::Tombstone;
         }
         let Ok(bytes) = value.cast::<PyBytes>() else {
             return Outcome::Deferred("input: a value that is not bytes");
         };
-        let result = avro::decode(&self.plan.schema, bytes.as_bytes()).and_then(|record| {
-            mapping::map_record(&self.plan, &record, msg, bytes.as_bytes().len())
+        let buf = bytes.as_bytes();
+        // An event is about the size of its record plus the API's names.
+        scratch.out.reserve(2 * buf.len() + 128);
+        let mut tree = std::mem::take(&mut scratch.tree).recycle();
+        let result = avro::decode(&self.plan.schema, buf, &mut tree).and_then(|record| {
+            mapping::map_record(&self.plan, &tree, &record, msg, &mut scratch.out)
         });
+        scratch.tree = tree.recycle();
         match result {
-            Ok(event) => Outcome::Event(event),
+            Ok(()) => Outcome::Event,
             Err(Defer(reason)) => Outcome::Deferred(reason),
         }
     }
@@ -103,13 +118,14 @@ impl Plan {
             headers,
         };
         let out = PyList::empty(py);
+        let mut scratch = Scratch::default();
         for index in 0..count {
             let value = values.get_item(index)?;
             let msg = ColumnMessage {
                 columns: &columns,
                 index,
             };
-            self.push(&out, &value, &msg)?;
+            self.push(&out, &value, &msg, &mut scratch)?;
         }
         Ok(out)
     }
@@ -129,6 +145,7 @@ impl Plan {
         let runs = PyList::empty(py);
         let errors = PyList::empty(py);
         let mut run: Option<Run<'py>> = None;
+        let mut scratch = Scratch::default();
         for message in messages.iter() {
             if !message.call_method0(intern!(py, "error"))?.is_none() {
                 errors.append(&message)?;
@@ -137,15 +154,18 @@ impl Plan {
             let topic = message.call_method0(intern!(py, "topic"))?;
             let topic = topic.cast_into::<PyString>()?;
             let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract()?;
-            let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
-            let (kind, stamp): (i64, i64) =
-                message.call_method0(intern!(py, "timestamp"))?.extract()?;
+            let offset_int = message.call_method0(intern!(py, "offset"))?;
+            let offset: i64 = offset_int.extract()?;
+            let stamp_pair = message.call_method0(intern!(py, "timestamp"))?;
+            let (kind, stamp): (i64, i64) = stamp_pair.extract()?;
             // TIMESTAMP_NOT_AVAILABLE is 0: no timestamp (what KafkaSource.consume says).
             let timestamp = (kind != 0).then_some(stamp);
             let value = message.call_method0(intern!(py, "value"))?;
             let same = match &run {
+                // The same str object (the common case) needs no comparing.
                 Some(open) => {
-                    open.partition == partition && open.topic.to_str()? == topic.to_str()?
+                    open.partition == partition
+                        && (open.topic.is(&topic) || open.topic.to_str()? == topic.to_str()?)
                 }
                 None => false,
             };
@@ -163,11 +183,19 @@ impl Plan {
                 offset,
                 timestamp,
             };
-            if !self.push(&open.outcomes, &value, &msg)? {
+            if !self.push(&open.outcomes, &value, &msg, &mut scratch)? {
                 open.others.append(open.offsets.len())?;
             }
-            open.offsets.append(offset)?;
-            open.timestamps.append(timestamp)?;
+            // The message's own int objects where they are plain ints: no new ones to make.
+            if offset_int.is_exact_instance_of::<PyInt>() {
+                open.offsets.append(offset_int)?;
+            } else {
+                open.offsets.append(offset)?;
+            }
+            match timestamp.and_then(|_| plain_int(&stamp_pair, 1)) {
+                Some(stamp) => open.timestamps.append(stamp)?,
+                None => open.timestamps.append(timestamp)?,
+            }
             open.messages.append(&message)?;
         }
         if let Some(done) = run.take() {
@@ -175,6 +203,12 @@ impl Plan {
         }
         Ok((runs, errors))
     }
+}
+
+/// Item `index` of `pair` when `pair` is a tuple and that item a plain int.
+fn plain_int<'py>(pair: &Bound<'py, PyAny>, index: usize) -> Option<Bound<'py, PyAny>> {
+    let item = pair.cast::<PyTuple>().ok()?.get_item(index).ok()?;
+    item.is_exact_instance_of::<PyInt>().then_some(item)
 }
 
 /// Consecutive messages of one partition, as `run_messages` hands them back.
@@ -224,14 +258,15 @@ impl Plan {
         out: &Bound<'_, PyList>,
         value: &Bound<'_, PyAny>,
         msg: &dyn Message,
+        scratch: &mut Scratch,
     ) -> PyResult<bool> {
         let py = out.py();
         // Last resort: nothing here is expected to panic (no indexing, no unwrap), but a
         // panic must not cross into Python: that message goes to the Python path.
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.one(value, msg)))
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.one(value, msg, scratch)))
             .unwrap_or(Outcome::Deferred("internal: a panic, caught"));
         match outcome {
-            Outcome::Event(event) => out.append(PyBytes::new(py, &event)).map(|()| true),
+            Outcome::Event => out.append(PyBytes::new(py, &scratch.out)).map(|()| true),
             Outcome::Tombstone => out.append(py.None()).map(|()| false),
             Outcome::Deferred(reason) => out.append(reason).map(|()| false),
         }

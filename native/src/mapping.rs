@@ -5,7 +5,7 @@
 //! negative time, metadata that is not UTF-8, a NaN) is a `Defer` here: that message goes
 //! to the Python path, which gives the error its exact stage, kind and wording.
 
-use crate::avro::{Defer, Res, Value, NULL};
+use crate::avro::{Defer, Res, Tree, Value, NULL};
 use crate::json;
 use crate::plan::{Const, EventKey, IdentityRule, KafkaSource, Plan, Src, TimePlan};
 use crate::text;
@@ -35,22 +35,28 @@ pub(crate) enum Got<'r, 'a> {
 
 impl Got<'_, '_> {
     /// The value when Python holds it as a `str` (an enum symbol is one; a UUID is not).
-    pub(crate) fn text(&self) -> Option<&str> {
+    pub(crate) fn text(&self) -> Option<&[u8]> {
         match self {
-            Got::Val(Value::Str(s)) | Got::Val(Value::Enum(s)) => Some(s),
-            Got::Text(s) => Some(s.as_str()),
-            Got::Str(s) => Some(s),
+            Got::Val(Value::Str(s)) => Some(s.as_bytes()),
+            Got::Val(Value::Enum(s)) => Some(s.as_bytes()),
+            Got::Text(s) => Some(s.as_bytes()),
+            Got::Str(s) => Some(s.as_bytes()),
             _ => None,
         }
     }
 }
 
-pub(crate) fn at_path<'r, 'a>(start: &'r Value<'a>, path: &[usize]) -> Res<&'r Value<'a>> {
+pub(crate) fn at_path<'r, 'a>(
+    tree: &'r Tree<'a>,
+    start: &'r Value<'a>,
+    path: &[usize],
+) -> Res<&'r Value<'a>> {
     let mut value = start;
     for &index in path {
         value = match value {
             Value::Null => return Ok(&NULL),
-            Value::Record(_, fields) => fields
+            Value::Record(_, fields) => tree
+                .values(*fields)
                 .get(index)
                 .ok_or(Defer("plan: a path past a record"))?,
             _ => return Err(Defer("plan: a path through a value that is not a record")),
@@ -65,11 +71,12 @@ fn utf8(raw: Vec<u8>) -> Res<String> {
 
 pub(crate) fn eval<'r, 'a>(
     src: &'r Src,
+    tree: &'r Tree<'a>,
     start: &'r Value<'a>,
     msg: &dyn Message,
 ) -> Res<Got<'r, 'a>> {
     Ok(match src {
-        Src::Path { path } => match at_path(start, path)? {
+        Src::Path { path } => match at_path(tree, start, path)? {
             Value::Null => Got::Null,
             value => Got::Val(value),
         },
@@ -99,7 +106,7 @@ pub(crate) fn eval<'r, 'a>(
     })
 }
 
-pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: &str) {
+pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl AsRef<[u8]>) {
     if !*first {
         out.push(b',');
     }
@@ -108,19 +115,19 @@ pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: &str) {
     out.push(b':');
 }
 
-/// The event of `record`, as compact JSON.
+/// The event of `record`, as compact JSON, into `out` (emptied first).
 pub fn map_record(
     plan: &Plan,
+    tree: &Tree,
     record: &Value,
     msg: &dyn Message,
-    size_hint: usize,
-) -> Res<Vec<u8>> {
-    // An event is about the size of its record plus the API's names: one allocation.
-    let mut out = Vec::with_capacity(2 * size_hint + 128);
+    out: &mut Vec<u8>,
+) -> Res<()> {
+    out.clear();
     out.extend_from_slice(b"{\"identities\":[");
     let mut any = false;
     for rule in &plan.identities {
-        identities(rule, record, msg, &mut out, &mut any)?;
+        identities(rule, tree, record, msg, out, &mut any)?;
     }
     if !any {
         return Err(Defer("transform: no identity"));
@@ -129,7 +136,7 @@ pub fn map_record(
     if let Some(time) = &plan.time {
         let moment = match time {
             TimePlan::Kafka { .. } => msg.timestamp()?.filter(|t| *t >= 0),
-            TimePlan::Path { path, divisor } => match at_path(record, path)? {
+            TimePlan::Path { path, divisor } => match at_path(tree, record, path)? {
                 Value::Null => None,
                 Value::Long(v) if *v >= 0 => Some(v / divisor),
                 _ => return Err(Defer("transform: a time that is not a non-negative long")),
@@ -137,50 +144,51 @@ pub fn map_record(
         };
         if let Some(moment) = moment {
             out.extend_from_slice(b",\"time\":");
-            json::write_i64(&mut out, moment);
+            json::write_i64(out, moment);
         }
     }
     out.extend_from_slice(b",\"uuid\":");
-    uuid(plan, record, msg, &mut out)?;
+    uuid(plan, tree, record, msg, out)?;
     out.extend_from_slice(b",\"eventKey\":");
-    event_key(&plan.event_key, record, msg, &mut out)?;
+    event_key(&plan.event_key, tree, record, msg, out)?;
     if let Some(src) = &plan.intid {
-        let got = eval(src, record, msg)?;
+        let got = eval(src, tree, record, msg)?;
         if !matches!(got, Got::Null) {
             let value = got
                 .text()
                 .ok_or(Defer("transform: an intid that is not a string"))?;
             out.extend_from_slice(b",\"intid\":");
-            json::write_json_str(&mut out, value);
+            json::write_json_str(out, value);
         }
     }
     if let Some(args) = &plan.eventargs {
-        crate::eventargs::write(args, record, msg, &mut out)?;
+        crate::eventargs::write(args, tree, record, msg, out)?;
     }
     out.push(b'}');
-    Ok(out)
+    Ok(())
 }
 
 fn identities(
     rule: &IdentityRule,
+    tree: &Tree,
     record: &Value,
     msg: &dyn Message,
     out: &mut Vec<u8>,
     any: &mut bool,
 ) -> Res<()> {
     let Some(each) = &rule.each else {
-        return identity(rule, record, msg, out, any);
+        return identity(rule, tree, record, msg, out, any);
     };
-    match at_path(record, each)? {
+    match at_path(tree, record, each)? {
         Value::Null => Ok(()),
         Value::Array(elements) => {
-            for element in elements {
+            for element in tree.values(*elements) {
                 if !matches!(element, Value::Record(..)) {
                     return Err(Defer(
                         "transform: an identities element that is not a record",
                     ));
                 }
-                identity(rule, element, msg, out, any)?;
+                identity(rule, tree, element, msg, out, any)?;
             }
             Ok(())
         }
@@ -190,12 +198,13 @@ fn identities(
 
 fn identity(
     rule: &IdentityRule,
+    tree: &Tree,
     element: &Value,
     msg: &dyn Message,
     out: &mut Vec<u8>,
     any: &mut bool,
 ) -> Res<()> {
-    let value = eval(&rule.value, element, msg)?;
+    let value = eval(&rule.value, tree, element, msg)?;
     if matches!(value, Got::Null) {
         return Ok(()); // a rule whose value is null is skipped
     }
@@ -203,7 +212,7 @@ fn identity(
     let value = value.ok_or(Defer(
         "transform: an identity value that is not a non-empty string",
     ))?;
-    let kind = eval(&rule.kind, element, msg)?;
+    let kind = eval(&rule.kind, tree, element, msg)?;
     let kind = kind.text().filter(|s| !s.is_empty());
     let kind = kind.ok_or(Defer(
         "transform: an identity type that is not a non-empty string",
@@ -216,9 +225,11 @@ fn identity(
     json::write_json_str(out, kind);
     out.extend_from_slice(b",\"identityValue\":");
     json::write_json_str(out, value);
-    let mut present: Vec<&str> = Vec::new();
-    for (api, src) in &rule.optional {
-        let got = eval(src, element, msg)?;
+    // Which optional fields are present, by index: a bit each for the first 64, no list.
+    let mut present: u64 = 0;
+    let mut present_more: Vec<usize> = Vec::new();
+    for (at, (api, src)) in rule.optional.iter().enumerate() {
+        let got = eval(src, tree, element, msg)?;
         let mut first = false;
         match &got {
             Got::Null => continue,
@@ -234,10 +245,23 @@ fn identity(
                 json::write_json_str(out, value);
             }
         }
-        present.push(api);
+        match u32::try_from(at).ok().and_then(|at| 1u64.checked_shl(at)) {
+            Some(bit) => present |= bit,
+            None => present_more.push(at),
+        }
     }
+    let has = |name: &str| {
+        rule.optional.iter().enumerate().any(|(at, (api, _))| {
+            let bit = u32::try_from(at).ok().and_then(|at| 1u64.checked_shl(at));
+            api == name
+                && match bit {
+                    Some(bit) => present & bit != 0,
+                    None => present_more.contains(&at),
+                }
+        })
+    };
     for (needs, needed) in &rule.requires {
-        if present.contains(&needs.as_str()) && !present.contains(&needed.as_str()) {
+        if has(needs) && !has(needed) {
             return Err(Defer(
                 "transform: an identity field required with another is missing",
             ));
@@ -247,14 +271,14 @@ fn identity(
     Ok(())
 }
 
-fn uuid(plan: &Plan, record: &Value, msg: &dyn Message, out: &mut Vec<u8>) -> Res<()> {
+fn uuid(plan: &Plan, tree: &Tree, record: &Value, msg: &dyn Message, out: &mut Vec<u8>) -> Res<()> {
     if let Some(src) = &plan.uuid {
-        match eval(src, record, msg)? {
+        match eval(src, tree, record, msg)? {
             Got::Null => {}
             Got::Val(Value::Uuid(value)) => {
                 let mut s = String::with_capacity(36);
                 text::write_uuid(&mut s, *value);
-                json::write_json_str(out, &s);
+                json::write_json_str(out, s);
                 return Ok(());
             }
             got => {
@@ -276,14 +300,20 @@ fn uuid(plan: &Plan, record: &Value, msg: &dyn Message, out: &mut Vec<u8>) -> Re
         Some(raw) => String::from_utf8_lossy(&raw).into_owned(),
         None => format!("{}-{}-{}", msg.topic()?, msg.partition()?, msg.offset()?),
     };
-    json::write_json_str(out, &fallback);
+    json::write_json_str(out, fallback);
     Ok(())
 }
 
-fn event_key(spec: &EventKey, record: &Value, msg: &dyn Message, out: &mut Vec<u8>) -> Res<()> {
+fn event_key(
+    spec: &EventKey,
+    tree: &Tree,
+    record: &Value,
+    msg: &dyn Message,
+    out: &mut Vec<u8>,
+) -> Res<()> {
     match spec {
         EventKey::Src { src } => {
-            let got = eval(src, record, msg)?;
+            let got = eval(src, tree, record, msg)?;
             let value = got.text().filter(|s| !s.is_empty());
             json::write_json_str(
                 out,
@@ -293,7 +323,7 @@ fn event_key(spec: &EventKey, record: &Value, msg: &dyn Message, out: &mut Vec<u
             );
         }
         EventKey::Lookup { lookup } => {
-            let got = eval(&lookup.src, record, msg)?;
+            let got = eval(&lookup.src, tree, record, msg)?;
             let index = &lookup.index;
             let found = match &got {
                 Got::Null => None,
@@ -305,7 +335,10 @@ fn event_key(spec: &EventKey, record: &Value, msg: &dyn Message, out: &mut Vec<u
                     let value = other
                         .text()
                         .ok_or(Defer("transform: a lookup key of another type"))?;
-                    index.strs.get(value)
+                    // Always UTF-8 (what `text` gives is): the check only makes it a str.
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|value| index.strs.get(value))
                 }
             };
             let found = found.or(lookup.default.as_ref());

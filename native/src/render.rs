@@ -1,7 +1,7 @@
 //! A value of the record as JSON: after the conversion the plan names for it
 //! (connector/mapping/values.py's converters), or in its natural form.
 
-use crate::avro::{Defer, Res, Value};
+use crate::avro::{Defer, Res, Tree, Value};
 use crate::json::{self, FloatStyle};
 use crate::mapping::key;
 use crate::plan::{Conversion, Leaf};
@@ -10,6 +10,7 @@ use crate::text;
 /// A value as JSON after its conversion (connector/mapping/values.py's converters).
 pub fn render(
     out: &mut Vec<u8>,
+    tree: &Tree,
     value: &Value,
     conversion: Option<&Conversion>,
     style: FloatStyle,
@@ -22,11 +23,12 @@ pub fn render(
         (Some(Conversion::Record { record }), Value::Record(names, fields)) => {
             out.push(b'{');
             let mut first = true;
-            for (name, field) in names.iter().zip(fields) {
+            for (name, field) in names.iter().zip(tree.values(*fields)) {
                 key(out, &mut first, name);
                 let inner = record.iter().find(|(n, _)| n == name).map(|(_, c)| c);
                 render(
                     out,
+                    tree,
                     field,
                     if matches!(field, Value::Null) {
                         None
@@ -41,11 +43,11 @@ pub fn render(
         }
         (Some(Conversion::Array { array }), Value::Array(items)) => {
             out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in tree.values(*items).iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                render(out, item, Some(array), style)?;
+                render(out, tree, item, Some(array), style)?;
             }
             out.push(b']');
             Ok(())
@@ -53,21 +55,21 @@ pub fn render(
         (Some(Conversion::Map { map }), Value::Map(entries)) => {
             out.push(b'{');
             let mut first = true;
-            for (name, item) in entries {
+            for (name, item) in tree.entries(*entries) {
                 key(out, &mut first, name);
-                render(out, item, Some(map), style)?;
+                render(out, tree, item, Some(map), style)?;
             }
             out.push(b'}');
             Ok(())
         }
         // Every other conversion gives a value its natural JSON form: the decoded value
         // already is the decimal, the UUID, the date or the bytes Python converts.
-        _ => natural(out, value, style),
+        _ => natural(out, tree, value, style),
     }
 }
 
 /// The JSON form Python's converters give a value by its own type (`_generic`).
-pub fn natural(out: &mut Vec<u8>, value: &Value, style: FloatStyle) -> Res<()> {
+pub fn natural(out: &mut Vec<u8>, tree: &Tree, value: &Value, style: FloatStyle) -> Res<()> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -78,7 +80,8 @@ pub fn natural(out: &mut Vec<u8>, value: &Value, style: FloatStyle) -> Res<()> {
         Value::Double(v) => {
             json::write_f64(out, *v, style).ok_or(Defer("transform: NaN or infinity"))?
         }
-        Value::Str(s) | Value::Enum(s) => json::write_json_str(out, s),
+        Value::Str(s) => json::write_json_str(out, s),
+        Value::Enum(s) => json::write_json_str(out, s),
         Value::Bytes(b) => {
             out.push(b'"');
             text::write_base64(out, b);
@@ -88,43 +91,43 @@ pub fn natural(out: &mut Vec<u8>, value: &Value, style: FloatStyle) -> Res<()> {
         Value::Uuid(v) => {
             let mut s = String::with_capacity(36);
             text::write_uuid(&mut s, *v);
-            json::write_json_str(out, &s);
+            json::write_json_str(out, s);
         }
         Value::Date(days) => {
             let mut s = String::with_capacity(10);
             text::write_date(&mut s, *days);
-            json::write_json_str(out, &s);
+            json::write_json_str(out, s);
         }
         Value::Time(micros) => {
             let mut s = String::with_capacity(15);
             text::write_time(&mut s, *micros);
-            json::write_json_str(out, &s);
+            json::write_json_str(out, s);
         }
         Value::Array(items) => {
             out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in tree.values(*items).iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                natural(out, item, style)?;
+                natural(out, tree, item, style)?;
             }
             out.push(b']');
         }
         Value::Map(entries) => {
             out.push(b'{');
             let mut first = true;
-            for (name, item) in entries {
+            for (name, item) in tree.entries(*entries) {
                 key(out, &mut first, name);
-                natural(out, item, style)?;
+                natural(out, tree, item, style)?;
             }
             out.push(b'}');
         }
         Value::Record(names, fields) => {
             out.push(b'{');
             let mut first = true;
-            for (name, field) in names.iter().zip(fields) {
+            for (name, field) in names.iter().zip(tree.values(*fields)) {
                 key(out, &mut first, name);
-                natural(out, field, style)?;
+                natural(out, tree, field, style)?;
             }
             out.push(b'}');
         }

@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 /// `uuid.UUID(text)`'s value when the text is plain hex once Python's own clean-up is done
 /// (`urn:` and `uuid:` removed, braces stripped at the ends, hyphens removed); None for
 /// anything else, which Python then decides.
-pub fn parse_uuid(text: &str) -> Option<u128> {
-    let b = text.as_bytes();
+pub fn parse_uuid(b: &[u8]) -> Option<u128> {
     if b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b.get(i) == Some(&b'-')) {
         let mut value: u128 = 0;
         for (i, &c) in b.iter().enumerate() {
@@ -18,6 +17,7 @@ pub fn parse_uuid(text: &str) -> Option<u128> {
         }
         return Some(value);
     }
+    let text = std::str::from_utf8(b).ok()?;
     let cleaned = text.replace("urn:", "").replace("uuid:", "");
     let hex: String = cleaned
         .trim_matches(|c| c == '{' || c == '}')
@@ -195,11 +195,11 @@ mod tests {
 
     #[test]
     fn uuids_dates_and_times() {
-        let v = parse_uuid("{urn:uuid:12345678-1234-5678-1234-567812345678}").unwrap();
+        let v = parse_uuid(b"{urn:uuid:12345678-1234-5678-1234-567812345678}").unwrap();
         let mut s = String::new();
         write_uuid(&mut s, v);
         assert_eq!(s, "12345678-1234-5678-1234-567812345678");
-        assert_eq!(parse_uuid("+2345678123456781234567812345678"), None);
+        assert_eq!(parse_uuid(b"+2345678123456781234567812345678"), None);
         let mut d = String::new();
         write_date(&mut d, -719_162);
         d.push(' ');

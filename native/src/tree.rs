@@ -1,0 +1,141 @@
+//! A decoded record as a flat tree: a composite value (record, array, map) names the span of
+//! its children in one arena, so decoding a record allocates nothing once the arena has
+//! grown to fit, and the arena is reused from one message to the next.
+
+use crate::avro::{Defer, Res};
+
+/// One decoded value. Unions are transparent: a union's value is its branch's value.
+#[derive(Debug)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Long(i64),
+    Float(f32),
+    Double(f64),
+    Bytes(&'a [u8]),
+    Str(Text<'a>),
+    Enum(&'a str),
+    /// `str(Decimal)`: the exact text Python's Decimal gives.
+    Decimal(String),
+    Uuid(u128),
+    /// Days since 1970-01-01, within Python's date range.
+    Date(i64),
+    /// Microseconds since midnight, below one day.
+    Time(i64),
+    /// Its items: `Tree::values`.
+    Array(Span),
+    /// Its entries (`Tree::entries`) in first-seen key order; a repeated key keeps its
+    /// place, the last value wins (what building a Python dict does).
+    Map(Span),
+    /// Its field names, and its fields' values: `Tree::values`.
+    Record(&'a [String], Span),
+}
+
+pub static NULL: Value<'static> = Value::Null;
+
+/// A string of the record: its bytes, checked to be UTF-8 once, when read. Kept as bytes
+/// because they are only copied into the JSON or compared: no second check, ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Text<'a>(&'a [u8]);
+
+impl<'a> Text<'a> {
+    /// The bytes when they are UTF-8. ASCII (most strings) is checked a word at a time,
+    /// inline; anything else by the standard library's validator.
+    pub fn checked(bytes: &'a [u8]) -> Option<Text<'a>> {
+        (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(Text(bytes))
+    }
+
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl AsRef<[u8]> for Text<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.0
+    }
+}
+
+/// Where a composite's children are in the arena. u32: keeps a `Value` at 32 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Res<Span> {
+        let too_many = Defer("decode: a record of too many values");
+        let start = u32::try_from(start).map_err(|_| too_many)?;
+        let end = u32::try_from(end).map_err(|_| too_many)?;
+        Ok(Span {
+            start,
+            len: end.saturating_sub(start),
+        })
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+}
+
+/// The arena of one decoded record. `pending*` hold the items of the arrays and maps being
+/// read (their blocks can interleave with their items' own children), moved to the arena
+/// once complete so that every composite's children are contiguous.
+#[derive(Default)]
+pub struct Tree<'a> {
+    pub(crate) values: Vec<Value<'a>>,
+    pub(crate) entries: Vec<(Text<'a>, Value<'a>)>,
+    pub(crate) pending: Vec<Value<'a>>,
+    pub(crate) pending_entries: Vec<(Text<'a>, Value<'a>)>,
+}
+
+impl<'a> Tree<'a> {
+    /// The same (emptied) allocations, for a record of another message's bytes.
+    pub fn recycle<'b>(self) -> Tree<'b> {
+        Tree {
+            values: recycle(self.values),
+            entries: recycle(self.entries),
+            pending: recycle(self.pending),
+            pending_entries: recycle(self.pending_entries),
+        }
+    }
+
+    /// The items of an array or the fields of a record (empty for a span past the arena,
+    /// which decoding never makes).
+    pub fn values(&self, span: Span) -> &[Value<'a>] {
+        self.values.get(span.range()).unwrap_or_default()
+    }
+
+    pub fn entries(&self, span: Span) -> &[(Text<'a>, Value<'a>)] {
+        self.entries.get(span.range()).unwrap_or_default()
+    }
+}
+
+/// An empty Vec on `v`'s allocation for another lifetime: the element types differ only in
+/// lifetimes, so the standard library's in-place collection keeps the buffer.
+pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycling_keeps_the_allocation_and_values_stay_small() {
+        let mut tree: Tree<'static> = Tree::default();
+        tree.values.reserve(100);
+        let capacity = tree.values.capacity();
+        let text = String::from("x");
+        let mut other: Tree<'_> = tree.recycle();
+        other
+            .values
+            .extend(Text::checked(text.as_bytes()).map(Value::Str));
+        assert!(Text::checked(b"\xff").is_none());
+        assert_eq!(other.values.capacity(), capacity);
+        assert_eq!(std::mem::size_of::<Value<'_>>(), 32);
+    }
+}
