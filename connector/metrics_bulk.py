@@ -56,18 +56,26 @@ class BulkSeries:
         past = stamps[: bisect.bisect_left(stamps, now_ms)]
         whole_ms = int(now_ms)
         total = ((whole_ms * len(past) - sum(past)) + (now_ms - whole_ms) * len(past)) / 1000
+        # Every age lies between these two (the same expression as below): a bound
+        # outside them needs no search.
+        youngest, oldest_age = (now_ms - stamps[-1]) / 1000, (now_ms - stamps[0]) / 1000
         with self._lock:
             below, counts = 0, self._counts
             for index, bound in enumerate(self._bounds):
-                # The oldest whole-millisecond stamp whose age, by the very expression
-                # observe_many is given, is at most the bound: rounding cannot move a
-                # value across a bound.
-                oldest = math.ceil(now_ms - bound * 1000)
-                while (now_ms - (oldest - 1)) / 1000 <= bound:
-                    oldest -= 1
-                while (now_ms - oldest) / 1000 > bound:
-                    oldest += 1
-                upto = count - bisect.bisect_left(stamps, oldest)
+                if bound < youngest:
+                    upto = 0
+                elif bound >= oldest_age:
+                    upto = count
+                else:
+                    # The oldest whole-millisecond stamp whose age, by the very
+                    # expression observe_many is given, is at most the bound: rounding
+                    # cannot move a value across a bound.
+                    oldest = math.ceil(now_ms - bound * 1000)
+                    while (now_ms - (oldest - 1)) / 1000 <= bound:
+                        oldest -= 1
+                    while (now_ms - oldest) / 1000 > bound:
+                        oldest += 1
+                    upto = count - bisect.bisect_left(stamps, oldest)
                 counts[index] += upto - below
                 below = upto
             counts[-1] += count - below

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from connector.metrics import Metrics
 from connector.metrics_bulk import BulkHistogram
 
 BUCKETS = (0.01, 0.05, 0.1, 1, 2.5, 10)
@@ -89,3 +90,33 @@ def test_bulk_histogram_text_format_names_the_type_and_the_bounds() -> None:
     assert 'latency_seconds_bucket{le="1.0"} 1.0' in text
     assert 'latency_seconds_bucket{le="+Inf"} 2.0' in text
     assert "latency_seconds_count 2.0" in text
+
+
+def test_a_forgotten_partitions_gauge_comes_back_when_set_again() -> None:
+    # Labelled children are cached: a removed one must not be handed out again, detached
+    # from the registry (its values would silently go nowhere).
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    def lag() -> float | None:
+        return registry.get_sample_value(
+            "event_sink_consumer_lag", {"route": metrics.route, "topic": "t", "partition": "0"}
+        )
+
+    metrics.consumer_lag.labels("t", "0").set(5)
+    assert lag() == 5
+    metrics.forget_partition("t", 0)
+    assert lag() is None
+    metrics.consumer_lag.labels("t", "0").set(7)
+    assert lag() == 7
+
+
+def test_an_age_exactly_on_a_bound_counts_in_that_bucket() -> None:
+    # le="1.0" holds an age of exactly 1 s, whether it is the batch's youngest, oldest or
+    # only one; the same for every bound.
+    now = 1_700_000_000_000.0
+    for stamps in ([now - 1000], [now - 1000, now - 5000], [now - 10, now - 1000]):
+        by_age, each = CollectorRegistry(), CollectorRegistry()
+        BulkHistogram("l", "doc", BUCKETS, by_age).observe_ages([int(s) for s in stamps], now)
+        BulkHistogram("l", "doc", BUCKETS, each).observe_many([(now - s) / 1000 for s in stamps])
+        assert generate_latest(by_age) == generate_latest(each), stamps

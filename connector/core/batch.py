@@ -26,15 +26,10 @@ def body_overhead(public_params_json: bytes) -> int:
 
 def render_body(public_params_json: bytes, events: Events) -> bytes:
     """The request body for these events, built from their encoded JSON."""
-    return b"".join(
-        (
-            b'{"publicParams":',
-            public_params_json,
-            b',"data":[',
-            b",".join(events.bodies()),
-            b"]}",
-        )
-    )
+    runs = events.runs
+    # One run (the common case) joins its list as it is, with no chain in between.
+    data = b",".join(runs[0].bodies) if len(runs) == 1 else b",".join(events.bodies())
+    return b"".join((b'{"publicParams":', public_params_json, b',"data":[', data, b"]}"))
 
 
 def comma_sizes(bodies: list[bytes]) -> list[int]:
