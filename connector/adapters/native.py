@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import importlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal, NamedTuple
@@ -36,8 +36,6 @@ from connector.mapping.plan import PLAN_VERSION, NotNative, build_plan
 from connector.mapping.transform import TransformError
 
 EXTENSION = "event_sink_native"
-
-Headers = tuple[tuple[str, bytes | None], ...]
 
 
 class Rejected(NamedTuple):
@@ -144,70 +142,30 @@ class NativeChunk:
         the consumer's own messages, see :meth:`messages`)."""
         batch = list(records)
         raw: list[bytes | str | None] = self._plan.run(*columns(batch))
-        return self._resolve(raw, batch.__getitem__)
+        return [
+            outcome if type(outcome) is bytes else self._decide(outcome, record)
+            for outcome, record in zip(raw, batch, strict=True)
+        ]
 
     def messages(self, messages: list[Any]) -> tuple[list[MessageRun], list[Any]]:
         """A consume call's own messages (confluent_kafka's), in runs of one partition,
         and the messages that carry an error instead of a record (for the source to
         report). No SourceRecord is made, but for a message the Python path decides."""
         raw_runs, errors = self._plan.run_messages(messages)
-        runs: list[MessageRun] = []
-        for raw in raw_runs:
-            run = MessageRun(*raw)
+        runs = [MessageRun(*raw) for raw in raw_runs]
+        for run in runs:
             outcomes, batch = run.outcomes, run.messages
             for index in run.others:
-                outcome = outcomes[index]
-                if outcome is None:
-                    outcomes[index] = TOMBSTONE
-                else:
-                    self.deferred[str(outcome)] += 1
-                    outcomes[index] = self.python_path(record_of(batch[index]))
-            runs.append(run)
+                outcomes[index] = self._decide(outcomes[index], batch[index])
         return runs, errors
 
-    def run(
-        self,
-        values: list[bytes | None],
-        topics: list[str],
-        partitions: list[int],
-        offsets: list[int],
-        timestamps: list[int | None],
-        keys: list[bytes | None],
-        headers: list[Headers],
-    ) -> list[Outcome]:
-        """One outcome per message; the lists are the chunk's columns, of one length."""
-        raw: list[bytes | str | None] = self._plan.run(
-            values, topics, partitions, offsets, timestamps, keys, headers
-        )
-
-        def message(index: int) -> SourceRecord:
-            return SourceRecord(
-                topics[index],
-                partitions[index],
-                offsets[index],
-                keys[index],
-                values[index],
-                timestamps[index],
-                headers[index],
-            )
-
-        return self._resolve(raw, message)
-
-    def _resolve(
-        self, raw: list[bytes | str | None], message: Callable[[int], SourceRecord]
-    ) -> list[Outcome]:
-        """The extension's outcomes, with each deferral decided by the Python path."""
-        out: list[Outcome] = []
-        append = out.append
-        for index, outcome in enumerate(raw):
-            if type(outcome) is bytes:
-                append(outcome)
-            elif outcome is None:
-                append(TOMBSTONE)
-            else:
-                self.deferred[str(outcome)] += 1
-                append(self.python_path(message(index)))
-        return out
+    def _decide(self, raw: object, message: SourceRecord | KafkaMessage) -> Outcome:
+        """A message the extension returned no event for: a tombstone (None), or a
+        deferral (the reason, a str) that the Python path decides."""
+        if raw is None:
+            return TOMBSTONE
+        self.deferred[str(raw)] += 1
+        return self.python_path(record_of(message))
 
     def python_path(self, message: SourceRecord) -> bytes | Rejected:
         """The reference's outcome for one message (what ingest makes of it)."""
