@@ -1,7 +1,5 @@
 //! JSON numbers and strings as the Python path's encoders write them.
 
-use std::fmt::Write as _;
-
 /// How doubles are written: as orjson writes them, or as Python's json module does (the
 /// mapping's encoder when eventargs may hold a decimal).
 #[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -18,23 +16,26 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64, style: FloatStyle) -> Option<()>
     if !value.is_finite() {
         return None;
     }
-    // Shortest round-trip digits, "-1.5e300" or "1e16", into a stack buffer: no allocation.
-    let mut buf = StackBuf::default();
-    write!(buf, "{value:e}").ok()?;
-    let sci = buf.as_bytes();
-    let e_at = sci.iter().position(|&b| b == b'e')?;
-    let (mantissa, exp_text) = (sci.get(..e_at)?, sci.get(e_at + 1..)?);
-    let exp: i64 = std::str::from_utf8(exp_text).ok()?.parse().ok()?;
-    let mantissa = match mantissa.strip_prefix(b"-") {
+    // ryu's shortest digits (the ones `{:e}` gives), re-laid out as the encoders do.
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(value).as_bytes();
+    let text = match text.strip_prefix(b"-") {
         Some(rest) => {
             out.push(b'-');
             rest
         }
-        None => mantissa,
+        None => text,
     };
+    let mut digits = Digits::default();
+    let exp = digits.read(text)?;
+    let (&first, fraction) = digits.as_bytes().split_first()?;
     let lowest = if style == FloatStyle::Repr { -4 } else { -5 };
     if !(lowest..16).contains(&exp) {
-        out.extend_from_slice(mantissa);
+        out.push(first);
+        if !fraction.is_empty() {
+            out.push(b'.');
+            out.extend_from_slice(fraction);
+        }
         match style {
             FloatStyle::Orjson => out.extend_from_slice(if exp > 0 { b"e+" } else { b"e" }),
             FloatStyle::Repr => out.extend_from_slice(if exp > 0 { b"e+" } else { b"e-" }),
@@ -52,85 +53,84 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64, style: FloatStyle) -> Option<()>
         );
         return Some(());
     }
-    let (first, rest) = mantissa.split_first()?;
-    let fraction = rest.strip_prefix(b".").unwrap_or(rest);
-    let digit = |i: usize| {
-        if i == 0 {
-            Some(*first)
-        } else {
-            fraction.get(i - 1).copied()
-        }
-    };
-    let count = 1 + fraction.len();
     if exp < 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', usize::try_from(-exp - 1).ok()?));
-        out.push(*first);
+        out.push(first);
         out.extend_from_slice(fraction);
         return Some(());
     }
     let int_len = usize::try_from(exp + 1).ok()?;
-    for i in 0..int_len {
-        out.push(digit(i).unwrap_or(b'0'));
+    let all = digits.as_bytes();
+    match all.get(..int_len) {
+        Some(int) => out.extend_from_slice(int),
+        None => {
+            out.extend_from_slice(all);
+            out.extend(std::iter::repeat_n(b'0', int_len - all.len()));
+        }
     }
     out.push(b'.');
-    if count <= int_len {
-        out.push(b'0');
-    } else {
-        out.extend_from_slice(fraction.get(int_len - 1..)?);
+    match all.get(int_len..) {
+        Some(rest) if !rest.is_empty() => out.extend_from_slice(rest),
+        _ => out.push(b'0'),
     }
     Some(())
 }
 
-/// A small fixed buffer for `write!` (a double's text is at most 24 bytes).
-struct StackBuf {
-    bytes: [u8; 40],
+/// A double's significant digits, without leading or trailing zeros ("0" for zero).
+#[derive(Default)]
+struct Digits {
+    bytes: [u8; 24],
     len: usize,
 }
 
-impl Default for StackBuf {
-    fn default() -> Self {
-        StackBuf {
-            bytes: [0; 40],
-            len: 0,
+impl Digits {
+    /// Reads ryu's text of a non-negative double ("0.001", "123.45", "1.5e300", "1e-7"):
+    /// keeps its digits, gives the decimal exponent of the first one.
+    fn read(&mut self, text: &[u8]) -> Option<i64> {
+        let (mantissa, exp) = match text.iter().position(|&b| b == b'e') {
+            Some(at) => {
+                let exp = std::str::from_utf8(text.get(at + 1..)?).ok()?;
+                (text.get(..at)?, exp.parse::<i64>().ok()?)
+            }
+            None => (text, 0),
+        };
+        // The exponent of the first digit written, then one less per digit after it.
+        let mut point = exp - 1;
+        let mut seen_point = false;
+        for &b in mantissa {
+            if b == b'.' {
+                seen_point = true;
+                continue;
+            }
+            if !seen_point {
+                point += 1;
+            }
+            if b == b'0' && self.len == 0 {
+                point -= 1; // a leading zero: the first significant digit is further on
+                continue;
+            }
+            *self.bytes.get_mut(self.len)? = b;
+            self.len += 1;
         }
+        while self.len > 1 && self.bytes.get(self.len - 1) == Some(&b'0') {
+            self.len -= 1;
+        }
+        if self.len == 0 {
+            *self.bytes.get_mut(0)? = b'0';
+            self.len = 1;
+            return Some(0);
+        }
+        Some(point)
     }
-}
 
-impl StackBuf {
     fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
 }
 
-impl std::fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        slot.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
 pub fn write_i64(out: &mut Vec<u8>, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value.unsigned_abs();
-    loop {
-        at -= 1;
-        if let Some(slot) = digits.get_mut(at) {
-            *slot = b'0' + (rest % 10) as u8;
-        }
-        rest /= 10;
-        if rest == 0 || at == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(digits.get(at..).unwrap_or_default());
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as short
@@ -141,35 +141,50 @@ pub fn write_json_str(out: &mut Vec<u8>, text: impl AsRef<[u8]>) {
     write_json_bytes(out, text.as_ref());
 }
 
+/// What each byte becomes in a JSON string: 0 itself, `u` a `\u00XX` escape, any other
+/// the letter of its short escape (`\n`, `\"`, ...).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[0x08] = b'b';
+    table[0x0C] = b'f';
+    table
+};
+
+fn escape_of(b: u8) -> u8 {
+    ESCAPE.get(usize::from(b)).copied().unwrap_or_default()
+}
+
 fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Most strings need no escape: checked 8 bytes at a time, then copied at once.
+    // Most strings need no escape: checked a word at a time, then copied at once.
     if !any_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
     }
     let mut start = 0;
-    // Runs of bytes that need no escape are copied whole.
-    while let Some(found) = bytes
-        .get(start..)
-        .and_then(|rest| rest.iter().position(|&b| needs_escape(b)))
-    {
-        let at = start + found;
+    for (at, &b) in bytes.iter().enumerate() {
+        let escape = escape_of(b);
+        if escape == 0 {
+            continue;
+        }
+        // Runs of bytes that need no escape are copied whole.
         out.extend_from_slice(bytes.get(start..at).unwrap_or_default());
-        let b = bytes.get(at).copied().unwrap_or_default();
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0C => out.extend_from_slice(b"\\f"),
-            _ => {
-                let _ = write_hex_escape(out, b);
-            }
+        if escape == b'u' {
+            write_hex_escape(out, b);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
         }
         start = at + 1;
     }
@@ -177,11 +192,14 @@ fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// Whether a byte of `bytes` needs an escape, a word at a time (SWAR): a word has a byte
-/// below 0x20, or equal to `"` or `\`, exactly when these bit tricks leave a high bit set.
+/// Whether a byte of `bytes` needs an escape. Eight bytes or more: a word at a time
+/// (SWAR), the last word overlapping the one before rather than copied into a padded one;
+/// fewer: a byte at a time, by the table.
 fn any_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A word has a byte below 0x20, or equal to `"` or `\`, exactly when these bit tricks
+    // leave a high bit set.
     let word_escapes = |x: u64| {
         let below = x.wrapping_sub(0x20 * ONES);
         let quote = x ^ (u64::from(b'"') * ONES);
@@ -189,32 +207,25 @@ fn any_escape(bytes: &[u8]) -> bool {
         let zero = |v: u64| v.wrapping_sub(ONES) & !v;
         (below | zero(quote) | zero(slash)) & !x & HIGH != 0
     };
-    let mut chunks = bytes.chunks_exact(8);
-    let mut found = false;
-    for chunk in &mut chunks {
+    let word = |chunk: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        found |= word_escapes(u64::from_le_bytes(word));
+        u64::from_le_bytes(word)
+    };
+    let Some(last) = bytes.len().checked_sub(8).and_then(|at| bytes.get(at..)) else {
+        return bytes.iter().any(|&b| escape_of(b) != 0);
+    };
+    let mut found = word_escapes(word(last));
+    for chunk in bytes.chunks_exact(8) {
+        found |= word_escapes(word(chunk));
     }
-    // The tail, padded with a byte that needs no escape.
-    let mut tail = [b'a'; 8];
-    let rest = chunks.remainder();
-    if let Some(slot) = tail.get_mut(..rest.len()) {
-        slot.copy_from_slice(rest);
-    }
-    found | word_escapes(u64::from_le_bytes(tail))
+    found
 }
 
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
-fn write_hex_escape(out: &mut Vec<u8>, b: u8) -> Option<()> {
+fn write_hex_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(b"\\u00");
-    out.push(*HEX.get(usize::from(b >> 4))?);
-    out.push(*HEX.get(usize::from(b & 15))?);
-    Some(())
+    let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b & 15)]);
 }
 
 #[cfg(test)]
@@ -260,6 +271,60 @@ mod tests {
         assert_eq!(ints, b"0 -1 42 -9223372036854775808 9223372036854775807 ");
     }
 
+    fn needs_escape(b: u8) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\'
+    }
+
+    /// ryu's digits are as few as `{:e}`'s (the shortest round trip) and read back to the
+    /// same double. They differ only on a tie, which ryu rounds to even as Python does:
+    /// 1010.43829345703125 is 1010.4382934570312 there (and in orjson), ...313 in `{:e}`.
+    #[test]
+    fn ryu_digits_are_the_shortest_round_trip_ones() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let check = |value: f64| {
+            if !value.is_finite() {
+                return;
+            }
+            let sci = format!("{:e}", value.abs());
+            let shortest = sci.split_once('e').unwrap().0.replace('.', "");
+            let mut buf = ryu::Buffer::new();
+            let mut digits = Digits::default();
+            let exp = digits
+                .read(buf.format_finite(value.abs()).as_bytes())
+                .unwrap();
+            let text = std::str::from_utf8(digits.as_bytes()).unwrap();
+            assert_eq!(text.len(), shortest.len(), "{value:e}");
+            let back: f64 = format!("0.{text}e{}", exp + 1).parse().unwrap();
+            assert_eq!(back, value.abs(), "{value:e}");
+        };
+        let mut tie = Vec::new();
+        write_f64(&mut tie, -1010.438_293_457_031_25, FloatStyle::Orjson).unwrap();
+        assert_eq!(tie, b"-1010.4382934570312");
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            check(f64::from_bits(x));
+            check(f64::from(f32::from_bits(x as u32)));
+            check((x % 10_000_000) as f64 / 100.0);
+        }
+        for value in [
+            0.0,
+            1.0,
+            10.0,
+            1e16,
+            1e15,
+            1e-5,
+            1e-7,
+            5e-324,
+            f64::MAX,
+            1e22,
+            1e23,
+        ] {
+            check(value);
+        }
+    }
+
     #[test]
     fn the_word_scan_finds_every_byte_to_escape_wherever_it_is() {
         for b in 0..=255u8 {
@@ -269,6 +334,7 @@ mod tests {
                     bytes[at] = b;
                     bytes.push(0xC3); // non-ASCII around it must not count
                     assert_eq!(any_escape(&bytes), needs_escape(b), "{b} at {at} of {len}");
+                    assert_eq!(escape_of(b) != 0, needs_escape(b));
                 }
             }
         }
