@@ -151,7 +151,7 @@ def test_consumer_tuning_defaults_can_be_overridden() -> None:
     # Fast rebalances (workers joining) and a bounded prefetch are defaults, not rules.
     default = consumer_config(load_settings(None, environ={}).kafka)
     assert default["heartbeat.interval.ms"] == 500
-    assert default["queued.max.messages.kbytes"] == 16384
+    assert default["queued.max.messages.kbytes"] == 4096
     props = '{"heartbeat.interval.ms": 3000, "queued.max.messages.kbytes": 65536}'
     tuned = consumer_config(
         load_settings(None, environ={"EVENT_SINK__KAFKA__PROPERTIES": props}).kafka
