@@ -6,10 +6,9 @@
 //! is allocated, the elements of one record are budgeted by its size, and nesting is
 //! limited. Every read is a checked slice access: no index can panic.
 
-use std::collections::HashMap;
-
 use crate::plan::{Node, SchemaPlan};
 use crate::text;
+use crate::tree::Keys;
 pub use crate::tree::{Span, Text, Tree, Value, NULL};
 
 /// Why a message was not decoded or mapped here (the Python path decides it).
@@ -46,14 +45,14 @@ impl<'a> Reader<'a, '_> {
         Ok(b)
     }
 
+    /// The next `n` bytes: one check (`pos` never passes the end, so only `n` can).
+    #[inline]
     fn take(&mut self, n: usize) -> Res<&'a [u8]> {
-        if n > self.remaining() {
-            return Err(Defer("decode: a length past the end"));
-        }
         let out = self
             .buf
-            .get(self.pos..self.pos + n)
-            .ok_or(Defer("decode: past the end"))?;
+            .get(self.pos..)
+            .and_then(|rest| rest.get(..n))
+            .ok_or(Defer("decode: a length past the end"))?;
         self.pos += n;
         Ok(out)
     }
@@ -131,6 +130,9 @@ fn node(schema: &SchemaPlan, id: usize) -> Res<&Node> {
         .ok_or(Defer("plan: a node id past the schema"))
 }
 
+/// The value of node `id`. Kept small, for the common nodes (strings, longs, doubles,
+/// unions) and a dispatch: the composites and the rarer nodes are out of line, so a field
+/// costs a short call and no large stack frame.
 fn read<'a>(
     schema: &'a SchemaPlan,
     mut id: usize,
@@ -142,47 +144,126 @@ fn read<'a>(
         if depth > MAX_NESTING {
             return Err(Defer("decode: nested too deep"));
         }
-        match node(schema, id)? {
+        return Ok(match node(schema, id)? {
             Node::Union { branches } => {
                 let index = r.long()?;
                 let branch = usize::try_from(index).ok().and_then(|i| branches.get(i));
                 id = *branch.ok_or(Defer("decode: a union branch out of range"))?;
                 depth += 1;
+                continue;
             }
-            node => return read_node(schema, node, r, depth),
-        }
+            Node::Null => Value::Null,
+            Node::Int | Node::Long => Value::Long(r.long()?),
+            Node::String => Value::Str(string(r)?),
+            Node::Double => {
+                let raw = r.take(8)?;
+                let bytes: [u8; 8] = raw.try_into().map_err(|_| Defer("decode: double"))?;
+                Value::Double(f64::from_le_bytes(bytes))
+            }
+            Node::Boolean => match r.byte()? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                _ => return Err(Defer("decode: a boolean byte that is neither 0 nor 1")),
+            },
+            Node::Record { names, types, flat } => record(schema, names, types, *flat, r, depth)?,
+            Node::Array { items } => array(schema, *items, r, depth)?,
+            Node::Map { values } => map(schema, *values, r, depth)?,
+            other => scalar(other, r)?,
+        });
     }
 }
 
-fn read_node<'a>(
+#[inline(never)]
+fn record<'a>(
     schema: &'a SchemaPlan,
-    node: &'a Node,
+    names: &'a [String],
+    types: &[usize],
+    flat: bool,
     r: &mut Reader<'a, '_>,
     depth: usize,
 ) -> Res<Value<'a>> {
+    let start = r.tree.values.len();
+    if flat {
+        // No field puts values of its own in the arena: the fields go straight after.
+        for id in types {
+            let field = read(schema, *id, r, depth + 1)?;
+            r.tree.values.push(field);
+        }
+    } else {
+        // Its fields' slots first, so they are contiguous whatever the fields hold.
+        r.tree
+            .values
+            .resize_with(start + types.len(), || Value::Null);
+        for (at, id) in (start..).zip(types) {
+            let field = read(schema, *id, r, depth + 1)?;
+            if let Some(slot) = r.tree.values.get_mut(at) {
+                *slot = field;
+            }
+        }
+    }
+    Ok(Value::Record(names, Span::new(start, start + types.len())?))
+}
+
+#[inline(never)]
+fn array<'a>(
+    schema: &'a SchemaPlan,
+    items: usize,
+    r: &mut Reader<'a, '_>,
+    depth: usize,
+) -> Res<Value<'a>> {
+    let mark = r.tree.pending.len();
+    blocks(r, |r| {
+        let item = read(schema, items, r, depth + 1)?;
+        r.tree.pending.push(item);
+        Ok(())
+    })?;
+    // Moved to the arena whole: an item's own children went there meanwhile.
+    let Tree {
+        values, pending, ..
+    } = &mut *r.tree;
+    let start = values.len();
+    values.extend(pending.drain(mark.min(pending.len())..));
+    Ok(Value::Array(Span::new(start, values.len())?))
+}
+
+#[inline(never)]
+fn map<'a>(
+    schema: &'a SchemaPlan,
+    values: usize,
+    r: &mut Reader<'a, '_>,
+    depth: usize,
+) -> Res<Value<'a>> {
+    let mark = r.tree.pending_entries.len();
+    let mut keys = Keys::default();
+    blocks(r, |r| {
+        let key = string(r)?;
+        let value = read(schema, values, r, depth + 1)?;
+        keys.insert(&mut r.tree.pending_entries, mark, key, value);
+        Ok(())
+    })?;
+    let Tree {
+        entries,
+        pending_entries,
+        ..
+    } = &mut *r.tree;
+    let start = entries.len();
+    entries.extend(pending_entries.drain(mark.min(pending_entries.len())..));
+    Ok(Value::Map(Span::new(start, entries.len())?))
+}
+
+/// The nodes without children that `read` does not inline.
+#[inline(never)]
+fn scalar<'a>(node: &'a Node, r: &mut Reader<'a, '_>) -> Res<Value<'a>> {
     Ok(match node {
-        Node::Null => Value::Null,
-        Node::Boolean => match r.byte()? {
-            0 => Value::Bool(false),
-            1 => Value::Bool(true),
-            _ => return Err(Defer("decode: a boolean byte that is neither 0 nor 1")),
-        },
-        Node::Int | Node::Long => Value::Long(r.long()?),
         Node::Float => {
             let raw = r.take(4)?;
             let bytes: [u8; 4] = raw.try_into().map_err(|_| Defer("decode: float"))?;
             Value::Float(f32::from_le_bytes(bytes))
         }
-        Node::Double => {
-            let raw = r.take(8)?;
-            let bytes: [u8; 8] = raw.try_into().map_err(|_| Defer("decode: double"))?;
-            Value::Double(f64::from_le_bytes(bytes))
-        }
         Node::Bytes => {
             let n = r.size()?;
             Value::Bytes(r.take(n)?)
         }
-        Node::String => Value::Str(string(r)?),
         Node::Uuid => {
             let text = string(r)?;
             Value::Uuid(
@@ -241,58 +322,12 @@ fn read_node<'a>(
             )
         }
         Node::Fixed { size } => Value::Bytes(r.take(*size)?),
-        Node::Array { items } => {
-            let mark = r.tree.pending.len();
-            blocks(r, |r| {
-                let item = read(schema, *items, r, depth + 1)?;
-                r.tree.pending.push(item);
-                Ok(())
-            })?;
-            // Moved to the arena whole: an item's own children went there meanwhile.
-            let Tree {
-                values, pending, ..
-            } = &mut *r.tree;
-            let start = values.len();
-            values.extend(pending.drain(mark.min(pending.len())..));
-            Value::Array(Span::new(start, values.len())?)
-        }
-        Node::Map { values } => {
-            let mark = r.tree.pending_entries.len();
-            let mut index = None;
-            blocks(r, |r| {
-                let key = string(r)?;
-                let value = read(schema, *values, r, depth + 1)?;
-                insert(&mut r.tree.pending_entries, mark, &mut index, key, value);
-                Ok(())
-            })?;
-            let Tree {
-                entries,
-                pending_entries,
-                ..
-            } = &mut *r.tree;
-            let start = entries.len();
-            entries.extend(pending_entries.drain(mark.min(pending_entries.len())..));
-            Value::Map(Span::new(start, entries.len())?)
-        }
-        Node::Record { names, types } => {
-            // Its fields' slots first, so they are contiguous whatever the fields hold.
-            let start = r.tree.values.len();
-            r.tree
-                .values
-                .resize_with(start + types.len(), || Value::Null);
-            for (at, id) in (start..).zip(types) {
-                let field = read(schema, *id, r, depth + 1)?;
-                if let Some(slot) = r.tree.values.get_mut(at) {
-                    *slot = field;
-                }
-            }
-            Value::Record(names.as_slice(), Span::new(start, start + types.len())?)
-        }
-        // `read` follows unions: never met here.
-        Node::Union { .. } => return Err(Defer("decode: a union branch out of range")),
+        // `read` reads the others (and follows unions): never met here.
+        _ => return Err(Defer("decode: a union branch out of range")),
     })
 }
 
+#[inline]
 fn string<'a>(r: &mut Reader<'a, '_>) -> Res<Text<'a>> {
     let n = r.size()?;
     Text::checked(r.take(n)?).ok_or(Defer("decode: a string that is not UTF-8"))
@@ -326,35 +361,3 @@ fn blocks<'a, 't>(
         }
     }
 }
-
-/// What building a Python dict does, on the entries from `mark` on: a new key goes last, a
-/// repeated one keeps its place and takes the new value. Small maps are scanned; larger
-/// ones get an index, so a map of many keys costs linear time, not quadratic.
-fn insert<'a>(
-    entries: &mut Vec<(Text<'a>, Value<'a>)>,
-    mark: usize,
-    index: &mut Option<HashMap<Text<'a>, usize>>,
-    key: Text<'a>,
-    value: Value<'a>,
-) {
-    let len = entries.len().saturating_sub(mark);
-    let own = entries.get(mark..).unwrap_or_default();
-    if index.is_none() && len >= SCAN_LIMIT {
-        *index = Some(own.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect());
-    }
-    let found = match index {
-        Some(index) => index.get(&key).copied(),
-        None => own.iter().position(|(k, _)| *k == key),
-    };
-    match found.and_then(|i| entries.get_mut(mark + i)) {
-        Some(slot) => slot.1 = value,
-        None => {
-            if let Some(index) = index {
-                index.insert(key, len);
-            }
-            entries.push((key, value));
-        }
-    }
-}
-
-const SCAN_LIMIT: usize = 16;

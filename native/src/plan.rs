@@ -67,6 +67,9 @@ pub enum Node {
     Record {
         names: Vec<String>,
         types: Vec<usize>,
+        /// No field holds a composite, whatever union branch: set by `parse`.
+        #[serde(skip)]
+        flat: bool,
     },
     Union {
         branches: Vec<usize>,
@@ -235,6 +238,7 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         ));
     }
     check_schema(&plan.schema)?;
+    mark_flat_records(&mut plan.schema);
     if let EventKey::Lookup { lookup } = &mut plan.event_key {
         lookup.build_index();
     }
@@ -269,7 +273,7 @@ fn check_schema(schema: &SchemaPlan) -> Result<(), String> {
         match node {
             Node::Array { items } => known(*items)?,
             Node::Map { values } => known(*values)?,
-            Node::Record { names, types } => {
+            Node::Record { names, types, .. } => {
                 if names.len() != types.len() {
                     return Err("a record with as many names as types is needed".into());
                 }
@@ -289,4 +293,31 @@ fn check_schema(schema: &SchemaPlan) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Marks the records whose fields are all leaves (through unions): decoding one then adds
+/// nothing to the arena between its fields, which can be pushed as they are read.
+fn mark_flat_records(schema: &mut SchemaPlan) {
+    fn leaf(nodes: &[Node], id: usize, depth: usize) -> bool {
+        match nodes.get(id) {
+            Some(Node::Union { branches }) => {
+                depth < 8 && branches.iter().all(|&b| leaf(nodes, b, depth + 1))
+            }
+            Some(Node::Record { .. } | Node::Array { .. } | Node::Map { .. }) | None => false,
+            Some(_) => true,
+        }
+    }
+    let flags: Vec<bool> = schema
+        .nodes
+        .iter()
+        .map(|node| match node {
+            Node::Record { types, .. } => types.iter().all(|&id| leaf(&schema.nodes, id, 0)),
+            _ => false,
+        })
+        .collect();
+    for (node, is_flat) in schema.nodes.iter_mut().zip(flags) {
+        if let Node::Record { flat, .. } = node {
+            *flat = is_flat;
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! its children in one arena, so decoding a record allocates nothing once the arena has
 //! grown to fit, and the arena is reused from one message to the next.
 
+use std::collections::HashMap;
+
 use crate::avro::{Defer, Res};
 
 /// One decoded value. Unions are transparent: a union's value is its branch's value.
@@ -119,6 +121,58 @@ pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
 }
+
+/// A map's keys so far: what building a Python dict does, on the entries from `mark` on.
+/// A new key goes last, a repeated one keeps its place and takes the new value.
+#[derive(Default)]
+pub struct Keys<'a> {
+    /// A bit per hash of each key seen: a key whose bit is clear is new, no search needed
+    /// (an encoder's maps hold each key once).
+    seen: u64,
+    /// Larger maps get an index, so a map of many keys costs linear time, not quadratic.
+    index: Option<HashMap<Text<'a>, usize>>,
+}
+
+impl<'a> Keys<'a> {
+    pub fn insert(
+        &mut self,
+        entries: &mut Vec<(Text<'a>, Value<'a>)>,
+        mark: usize,
+        key: Text<'a>,
+        value: Value<'a>,
+    ) {
+        let bytes = key.as_bytes();
+        let first = bytes.first().map_or(0, |&b| u32::from(b));
+        let last = bytes.last().map_or(0, |&b| u32::from(b));
+        let bit = 1u64 << ((last ^ (bytes.len() as u32) << 2 ^ first >> 1) & 63);
+        let new = self.seen & bit == 0 && self.index.is_none();
+        self.seen |= bit;
+        if new {
+            entries.push((key, value));
+            return;
+        }
+        let len = entries.len().saturating_sub(mark);
+        let own = entries.get(mark..).unwrap_or_default();
+        if self.index.is_none() && len >= SCAN_LIMIT {
+            self.index = Some(own.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect());
+        }
+        let found = match &self.index {
+            Some(index) => index.get(&key).copied(),
+            None => own.iter().position(|(k, _)| *k == key),
+        };
+        match found.and_then(|i| entries.get_mut(mark + i)) {
+            Some(slot) => slot.1 = value,
+            None => {
+                if let Some(index) = &mut self.index {
+                    index.insert(key, len);
+                }
+                entries.push((key, value));
+            }
+        }
+    }
+}
+
+const SCAN_LIMIT: usize = 16;
 
 #[cfg(test)]
 mod tests {
