@@ -1,133 +1,7 @@
 //! JSON numbers and strings as the Python path's encoders write them.
 
-/// How doubles are written: as orjson writes them, or as Python's json module does (the
-/// mapping's encoder when eventargs may hold a decimal).
-#[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FloatStyle {
-    Orjson,
-    Repr,
-}
-
-/// A finite double with the shortest digits that read back to the same double: positional
-/// from 1e-5 (orjson; `repr`: 1e-4) up to 1e16, with ".0" when integral, else `1.5e+300`
-/// and `2.5e-7` (`repr`: `2.5e-07`). None for NaN and infinities: no JSON form.
-pub fn write_f64(out: &mut Vec<u8>, value: f64, style: FloatStyle) -> Option<()> {
-    if !value.is_finite() {
-        return None;
-    }
-    // ryu's shortest digits (the ones `{:e}` gives), re-laid out as the encoders do.
-    let mut buf = ryu::Buffer::new();
-    let text = buf.format_finite(value).as_bytes();
-    let text = match text.strip_prefix(b"-") {
-        Some(rest) => {
-            out.push(b'-');
-            rest
-        }
-        None => text,
-    };
-    let mut digits = Digits::default();
-    let exp = digits.read(text)?;
-    let (&first, fraction) = digits.as_bytes().split_first()?;
-    let lowest = if style == FloatStyle::Repr { -4 } else { -5 };
-    if !(lowest..16).contains(&exp) {
-        out.push(first);
-        if !fraction.is_empty() {
-            out.push(b'.');
-            out.extend_from_slice(fraction);
-        }
-        match style {
-            FloatStyle::Orjson => out.extend_from_slice(if exp > 0 { b"e+" } else { b"e" }),
-            FloatStyle::Repr => out.extend_from_slice(if exp > 0 { b"e+" } else { b"e-" }),
-        }
-        if style == FloatStyle::Repr && exp.abs() < 10 {
-            out.push(b'0');
-        }
-        write_i64(
-            out,
-            if style == FloatStyle::Repr {
-                exp.abs()
-            } else {
-                exp
-            },
-        );
-        return Some(());
-    }
-    if exp < 0 {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', usize::try_from(-exp - 1).ok()?));
-        out.push(first);
-        out.extend_from_slice(fraction);
-        return Some(());
-    }
-    let int_len = usize::try_from(exp + 1).ok()?;
-    let all = digits.as_bytes();
-    match all.get(..int_len) {
-        Some(int) => out.extend_from_slice(int),
-        None => {
-            out.extend_from_slice(all);
-            out.extend(std::iter::repeat_n(b'0', int_len - all.len()));
-        }
-    }
-    out.push(b'.');
-    match all.get(int_len..) {
-        Some(rest) if !rest.is_empty() => out.extend_from_slice(rest),
-        _ => out.push(b'0'),
-    }
-    Some(())
-}
-
-/// A double's significant digits, without leading or trailing zeros ("0" for zero).
-#[derive(Default)]
-struct Digits {
-    bytes: [u8; 24],
-    len: usize,
-}
-
-impl Digits {
-    /// Reads ryu's text of a non-negative double ("0.001", "123.45", "1.5e300", "1e-7"):
-    /// keeps its digits, gives the decimal exponent of the first one.
-    fn read(&mut self, text: &[u8]) -> Option<i64> {
-        let (mantissa, exp) = match text.iter().position(|&b| b == b'e') {
-            Some(at) => {
-                let exp = std::str::from_utf8(text.get(at + 1..)?).ok()?;
-                (text.get(..at)?, exp.parse::<i64>().ok()?)
-            }
-            None => (text, 0),
-        };
-        // The exponent of the first digit written, then one less per digit after it.
-        let mut point = exp - 1;
-        let mut seen_point = false;
-        for &b in mantissa {
-            if b == b'.' {
-                seen_point = true;
-                continue;
-            }
-            if !seen_point {
-                point += 1;
-            }
-            if b == b'0' && self.len == 0 {
-                point -= 1; // a leading zero: the first significant digit is further on
-                continue;
-            }
-            *self.bytes.get_mut(self.len)? = b;
-            self.len += 1;
-        }
-        while self.len > 1 && self.bytes.get(self.len - 1) == Some(&b'0') {
-            self.len -= 1;
-        }
-        if self.len == 0 {
-            *self.bytes.get_mut(0)? = b'0';
-            self.len = 1;
-            return Some(0);
-        }
-        Some(point)
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or_default()
-    }
-}
+pub use crate::float::{write_f64, FloatStyle};
+use crate::tree::Text;
 
 pub fn write_i64(out: &mut Vec<u8>, value: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
@@ -137,8 +11,103 @@ pub fn write_i64(out: &mut Vec<u8>, value: i64) {
 /// escapes or `\u00XX`, everything else (non-ASCII included) as UTF-8. `bytes` must be
 /// UTF-8 (a `str`'s, or a decoded string's, validated once when it was read).
 #[inline]
-pub fn write_json_str(out: &mut Vec<u8>, text: impl AsRef<[u8]>) {
-    write_json_bytes(out, text.as_ref());
+pub fn write_json_str(out: &mut Vec<u8>, text: impl JsonText) {
+    let (bytes, plain) = text.parts();
+    if plain {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    } else {
+        write_json_bytes(out, bytes);
+    }
+}
+
+/// A string's UTF-8 bytes, and whether they are known to need no escape.
+pub trait JsonText {
+    fn parts(&self) -> (&[u8], bool);
+}
+
+impl JsonText for Text<'_> {
+    fn parts(&self) -> (&[u8], bool) {
+        (self.as_bytes(), self.is_plain())
+    }
+}
+
+impl JsonText for &Text<'_> {
+    fn parts(&self) -> (&[u8], bool) {
+        (self.as_bytes(), self.is_plain())
+    }
+}
+
+impl<T: AsRef<[u8]> + ?Sized> JsonText for T {
+    fn parts(&self) -> (&[u8], bool) {
+        (self.as_ref(), false)
+    }
+}
+
+/// Whether `bytes` are ASCII, and (if so) whether none needs a JSON escape: a word at a
+/// time. A last partial word is read overlapping the word before; in a string shorter
+/// than a word, from `spill` when it holds 8 bytes (those past the string masked off as a
+/// letter), else a byte at a time.
+#[inline]
+pub fn classify(bytes: &[u8], spill: Option<&[u8]>) -> (bool, bool) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut high = 0u64;
+    let mut escapes = 0u64;
+    // Strings are short: a plain loop, a word a turn (not vectorized: no set-up to pay).
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let x = word(chunk);
+        high |= x;
+        escapes |= word_escapes(x);
+        at += 8;
+    }
+    let rest = bytes.len() - at;
+    if rest > 0 {
+        // The last word whole: overlapping the one before, or from the spill masked.
+        let last = match bytes.len().checked_sub(8).and_then(|at| bytes.get(at..)) {
+            Some(last) => Some(word(last)),
+            None => spill.and_then(|spill| spill.get(..8)).map(|spill| {
+                let keep = u64::MAX >> (64 - 8 * rest);
+                (word(spill) & keep) | (u64::from_le_bytes([b'A'; 8]) & !keep)
+            }),
+        };
+        match last {
+            Some(x) => {
+                high |= x;
+                escapes |= word_escapes(x);
+            }
+            None => {
+                for &b in bytes.get(at..).unwrap_or_default() {
+                    high |= u64::from(b);
+                    escapes |= u64::from(escape_of(b));
+                }
+            }
+        }
+    }
+    (high & HIGH == 0, escapes == 0)
+}
+
+#[inline]
+fn word(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// The high bit of some byte set when a byte of `x` is below 0x20, `"` or `\`: exactly
+/// when one is, these bit tricks leave one set (a borrow can mark a byte after a true one,
+/// never make one up).
+#[inline]
+fn word_escapes(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = x.wrapping_sub(0x20 * ONES);
+    let quote = x ^ (u64::from(b'"') * ONES);
+    let slash = x ^ (u64::from(b'\\') * ONES);
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    (below | zero(quote) | zero(slash)) & !x & HIGH
 }
 
 /// What each byte becomes in a JSON string: 0 itself, `u` a `\u00XX` escape, any other
@@ -192,26 +161,10 @@ fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// Whether a byte of `bytes` needs an escape. Eight bytes or more: a word at a time
-/// (SWAR), the last word overlapping the one before rather than copied into a padded one;
-/// fewer: a byte at a time, by the table.
-fn any_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A word has a byte below 0x20, or equal to `"` or `\`, exactly when these bit tricks
-    // leave a high bit set.
-    let word_escapes = |x: u64| {
-        let below = x.wrapping_sub(0x20 * ONES);
-        let quote = x ^ (u64::from(b'"') * ONES);
-        let slash = x ^ (u64::from(b'\\') * ONES);
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        (below | zero(quote) | zero(slash)) & !x & HIGH != 0
-    };
-    let word = |chunk: &[u8]| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        u64::from_le_bytes(word)
-    };
+/// Whether a byte of `bytes` needs an escape. Eight bytes or more: a word at a time, the
+/// last word overlapping the one before rather than copied into a padded one; fewer: a
+/// byte at a time, by the table.
+pub fn any_escape(bytes: &[u8]) -> bool {
     let Some(last) = bytes.len().checked_sub(8).and_then(|at| bytes.get(at..)) else {
         return bytes.iter().any(|&b| escape_of(b) != 0);
     };
@@ -219,7 +172,7 @@ fn any_escape(bytes: &[u8]) -> bool {
     for chunk in bytes.chunks_exact(8) {
         found |= word_escapes(word(chunk));
     }
-    found
+    found != 0
 }
 
 fn write_hex_escape(out: &mut Vec<u8>, b: u8) {
@@ -232,96 +185,37 @@ fn write_hex_escape(out: &mut Vec<u8>, b: u8) {
 mod tests {
     use super::*;
 
-    fn float(value: f64, style: FloatStyle) -> String {
-        let mut out = Vec::new();
-        write_f64(&mut out, value, style).unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn doubles_as_orjson_and_as_repr_write_them() {
-        let cases = [
-            (1e16, "1e+16", "1e+16"),
-            (1e15, "1000000000000000.0", "1000000000000000.0"),
-            (1e-5, "0.00001", "1e-05"),
-            (1e-4, "0.0001", "0.0001"),
-            (2.5e-7, "2.5e-7", "2.5e-07"),
-            (-1.5e300, "-1.5e+300", "-1.5e+300"),
-            (5e-324, "5e-324", "5e-324"),
-            (-0.0, "-0.0", "-0.0"),
-            (123456789.125, "123456789.125", "123456789.125"),
-            (
-                9999999999999998.0,
-                "9999999999999998.0",
-                "9999999999999998.0",
-            ),
-            (0.1, "0.1", "0.1"),
-            (100.0, "100.0", "100.0"),
-        ];
-        for (value, orjson, repr) in cases {
-            assert_eq!(float(value, FloatStyle::Orjson), orjson);
-            assert_eq!(float(value, FloatStyle::Repr), repr);
-        }
-        assert!(write_f64(&mut Vec::new(), f64::NAN, FloatStyle::Orjson).is_none());
-        let mut ints = Vec::new();
-        for v in [0, -1, 42, i64::MIN, i64::MAX] {
-            write_i64(&mut ints, v);
-            ints.push(b' ');
-        }
-        assert_eq!(ints, b"0 -1 42 -9223372036854775808 9223372036854775807 ");
-    }
-
     fn needs_escape(b: u8) -> bool {
         b < 0x20 || b == b'"' || b == b'\\'
     }
 
-    /// ryu's digits are as few as `{:e}`'s (the shortest round trip) and read back to the
-    /// same double. They differ only on a tie, which ryu rounds to even as Python does:
-    /// 1010.43829345703125 is 1010.4382934570312 there (and in orjson), ...313 in `{:e}`.
+    /// `classify` against a byte-at-a-time answer, with the tail read whole from a spill
+    /// (whatever bytes follow) or byte by byte.
     #[test]
-    fn ryu_digits_are_the_shortest_round_trip_ones() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let check = |value: f64| {
-            if !value.is_finite() {
-                return;
+    fn classify_matches_the_bytes_whatever_follows() {
+        for b in 0..=255u8 {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    let ascii = b < 0x80;
+                    let plain = !needs_escape(b);
+                    for after in [
+                        &b""[..],
+                        b"\x00\x00\x00\x00\x00\x00\x00\x00",
+                        b"\xff\"\\\x01zzzz",
+                    ] {
+                        let mut record = bytes.clone();
+                        record.extend_from_slice(after);
+                        let spill = record.get(len & !7..);
+                        let (a, p) = classify(&record[..len], spill);
+                        assert_eq!(a, ascii, "{b} at {at} of {len}");
+                        if ascii {
+                            assert_eq!(p, plain, "{b} at {at} of {len}");
+                        }
+                    }
+                }
             }
-            let sci = format!("{:e}", value.abs());
-            let shortest = sci.split_once('e').unwrap().0.replace('.', "");
-            let mut buf = ryu::Buffer::new();
-            let mut digits = Digits::default();
-            let exp = digits
-                .read(buf.format_finite(value.abs()).as_bytes())
-                .unwrap();
-            let text = std::str::from_utf8(digits.as_bytes()).unwrap();
-            assert_eq!(text.len(), shortest.len(), "{value:e}");
-            let back: f64 = format!("0.{text}e{}", exp + 1).parse().unwrap();
-            assert_eq!(back, value.abs(), "{value:e}");
-        };
-        let mut tie = Vec::new();
-        write_f64(&mut tie, -1010.438_293_457_031_25, FloatStyle::Orjson).unwrap();
-        assert_eq!(tie, b"-1010.4382934570312");
-        for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            check(f64::from_bits(x));
-            check(f64::from(f32::from_bits(x as u32)));
-            check((x % 10_000_000) as f64 / 100.0);
-        }
-        for value in [
-            0.0,
-            1.0,
-            10.0,
-            1e16,
-            1e15,
-            1e-5,
-            1e-7,
-            5e-324,
-            f64::MAX,
-            1e22,
-            1e23,
-        ] {
-            check(value);
         }
     }
 

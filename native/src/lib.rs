@@ -15,6 +15,7 @@
 
 mod avro;
 mod eventargs;
+mod float;
 mod input;
 mod json;
 mod mapping;

@@ -5,7 +5,7 @@
 //! negative time, metadata that is not UTF-8, a NaN) is a `Defer` here: that message goes
 //! to the Python path, which gives the error its exact stage, kind and wording.
 
-use crate::avro::{Defer, Res, Tree, Value, NULL};
+use crate::avro::{Defer, Res, Text, Tree, Value, NULL};
 use crate::json;
 use crate::plan::{Const, EventKey, IdentityRule, KafkaSource, Plan, Src, TimePlan};
 use crate::text;
@@ -35,12 +35,12 @@ pub(crate) enum Got<'r, 'a> {
 
 impl Got<'_, '_> {
     /// The value when Python holds it as a `str` (an enum symbol is one; a UUID is not).
-    pub(crate) fn text(&self) -> Option<&[u8]> {
+    pub(crate) fn text(&self) -> Option<Text<'_>> {
         match self {
-            Got::Val(Value::Str(s)) => Some(s.as_bytes()),
-            Got::Val(Value::Enum(s)) => Some(s.as_bytes()),
-            Got::Text(s) => Some(s.as_bytes()),
-            Got::Str(s) => Some(s.as_bytes()),
+            Got::Val(Value::Str(s)) => Some(*s),
+            Got::Val(Value::Enum(s)) => Some(Text::of_str(s)),
+            Got::Text(s) => Some(Text::of_str(s)),
+            Got::Str(s) => Some(Text::of_str(s)),
             _ => None,
         }
     }
@@ -106,7 +106,7 @@ pub(crate) fn eval<'r, 'a>(
     })
 }
 
-pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl AsRef<[u8]>) {
+pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl json::JsonText) {
     if !*first {
         out.push(b',');
     }
@@ -336,7 +336,7 @@ fn event_key(
                         .text()
                         .ok_or(Defer("transform: a lookup key of another type"))?;
                     // Always UTF-8 (what `text` gives is): the check only makes it a str.
-                    std::str::from_utf8(value)
+                    std::str::from_utf8(value.as_bytes())
                         .ok()
                         .and_then(|value| index.strs.get(value))
                 }

@@ -36,25 +36,68 @@ pub enum Value<'a> {
 pub static NULL: Value<'static> = Value::Null;
 
 /// A string of the record: its bytes, checked to be UTF-8 once, when read. Kept as bytes
-/// because they are only copied into the JSON or compared: no second check, ever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Text<'a>(&'a [u8]);
+/// because they are only copied into the JSON or compared: no second check, ever. The same
+/// scan finds whether it is `plain`, JSON as it is (no escape), so most strings are
+/// written without a second look either. Equal and hashed by their bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    bytes: &'a [u8],
+    plain: bool,
+}
 
 impl<'a> Text<'a> {
-    /// The bytes when they are UTF-8. ASCII (most strings) is checked a word at a time,
-    /// inline; anything else by the standard library's validator.
-    pub fn checked(bytes: &'a [u8]) -> Option<Text<'a>> {
-        (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(Text(bytes))
+    /// The bytes when they are UTF-8. `spill`: the record's bytes from where the last
+    /// partial word of `bytes` starts, if any; 8 of them let that word be read whole.
+    #[inline]
+    pub fn checked(bytes: &'a [u8], spill: Option<&[u8]>) -> Option<Text<'a>> {
+        let (ascii, plain) = crate::json::classify(bytes, spill);
+        if ascii {
+            return Some(Text { bytes, plain });
+        }
+        Self::checked_utf8(bytes)
+    }
+
+    #[inline(never)]
+    fn checked_utf8(bytes: &'a [u8]) -> Option<Text<'a>> {
+        std::str::from_utf8(bytes).ok()?;
+        Some(Text {
+            bytes,
+            plain: !crate::json::any_escape(bytes),
+        })
+    }
+
+    /// A str's text, to be scanned for escapes when written.
+    pub fn of_str(text: &'a str) -> Text<'a> {
+        Text {
+            bytes: text.as_bytes(),
+            plain: false,
+        }
     }
 
     pub fn as_bytes(self) -> &'a [u8] {
-        self.0
+        self.bytes
+    }
+
+    pub fn is_plain(self) -> bool {
+        self.plain
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.bytes.is_empty()
     }
 }
 
-impl AsRef<[u8]> for Text<'_> {
-    fn as_ref(&self) -> &[u8] {
-        self.0
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Text<'_> {}
+
+impl std::hash::Hash for Text<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
     }
 }
 
@@ -187,8 +230,8 @@ mod tests {
         let mut other: Tree<'_> = tree.recycle();
         other
             .values
-            .extend(Text::checked(text.as_bytes()).map(Value::Str));
-        assert!(Text::checked(b"\xff").is_none());
+            .extend(Text::checked(text.as_bytes(), None).map(Value::Str));
+        assert!(Text::checked(b"\xff", None).is_none());
         assert_eq!(other.values.capacity(), capacity);
         assert_eq!(std::mem::size_of::<Value<'_>>(), 32);
     }
