@@ -18,18 +18,18 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64, style: FloatStyle) -> Option<()>
     if !value.is_finite() {
         return None;
     }
-    // ryu's shortest digits (the ones `{:e}` gives), re-laid out as the encoders do.
-    let mut buf = ryu::Buffer::new();
-    let text = buf.format_finite(value).as_bytes();
-    let text = match text.strip_prefix(b"-") {
-        Some(rest) => {
-            out.push(b'-');
-            rest
-        }
-        None => text,
-    };
+    if value.is_sign_negative() {
+        out.push(b'-');
+    }
+    // The shortest digits that read back to the value, re-laid out as the encoders do.
     let mut digits = Digits::default();
-    let exp = digits.read(text)?;
+    let exp = match hundredths(value.abs()) {
+        Some(n) => digits.of_hundredths(n),
+        None => {
+            let mut buf = ryu::Buffer::new();
+            digits.read(buf.format_finite(value.abs()).as_bytes())
+        }
+    }?;
     let (&first, fraction) = digits.as_bytes().split_first()?;
     let lowest = if style == FloatStyle::Repr { -4 } else { -5 };
     if !(lowest..16).contains(&exp) {
@@ -79,6 +79,19 @@ pub fn write_f64(out: &mut Vec<u8>, value: f64, style: FloatStyle) -> Option<()>
     Some(())
 }
 
+/// `value` (not negative) as a count of hundredths, when that count read back is `value`
+/// and `value` is below 2^45. Its digits are then the shortest that read back to it, the
+/// ones ryu finds: any other decimal of as few digits is a multiple of 0.01 as well, and
+/// those are further apart than two doubles are below 2^45 (2^-8), so none reads back to
+/// the same double. Most prices and measures are such values: no search for digits.
+fn hundredths(value: f64) -> Option<u64> {
+    if !(0.01..35_184_372_088_832.0).contains(&value) {
+        return None;
+    }
+    let n = (value * 100.0).round();
+    (n / 100.0 == value).then_some(n as u64)
+}
+
 /// A double's significant digits, without leading or trailing zeros ("0" for zero).
 #[derive(Default)]
 struct Digits {
@@ -124,6 +137,20 @@ impl Digits {
             return Some(0);
         }
         Some(point)
+    }
+
+    /// The digits of `n` hundredths (`n` > 0); the decimal exponent of the first one.
+    fn of_hundredths(&mut self, n: u64) -> Option<i64> {
+        let mut buf = itoa::Buffer::new();
+        let text = buf.format(n).as_bytes();
+        let mut kept = text.len();
+        while kept > 1 && text.get(kept - 1) == Some(&b'0') {
+            kept -= 1;
+        }
+        let kept = text.get(..kept)?;
+        self.bytes.get_mut(..kept.len())?.copy_from_slice(kept);
+        self.len = kept.len();
+        i64::try_from(text.len()).ok().map(|len| len - 3)
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -196,6 +223,26 @@ mod tests {
             let back: f64 = format!("0.{text}e{}", exp + 1).parse().unwrap();
             assert_eq!(back, value.abs(), "{value:e}");
         };
+        // Hundredths take the short way: the same digits as ryu's.
+        let ryu_way = |value: f64| {
+            let mut buf = ryu::Buffer::new();
+            let mut digits = Digits::default();
+            let exp = digits.read(buf.format_finite(value).as_bytes()).unwrap();
+            (digits.as_bytes().to_vec(), exp)
+        };
+        let mut y: u64 = 12345;
+        for _ in 0..200_000 {
+            y = y
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let scale = [1.0, 10.0, 100.0, 1000.0][(y >> 62) as usize];
+            let value = ((y >> 11) % 100_000_000_000) as f64 / scale;
+            if let Some(n) = hundredths(value) {
+                let mut digits = Digits::default();
+                let exp = digits.of_hundredths(n).unwrap();
+                assert_eq!((digits.as_bytes().to_vec(), exp), ryu_way(value), "{value}");
+            }
+        }
         let mut tie = Vec::new();
         let value: f64 = "-1010.43829345703125".parse().unwrap();
         write_f64(&mut tie, value, FloatStyle::Orjson).unwrap();

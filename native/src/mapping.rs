@@ -106,6 +106,7 @@ pub(crate) fn eval<'r, 'a>(
     })
 }
 
+#[inline]
 pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl json::JsonText) {
     if !*first {
         out.push(b',');
@@ -228,20 +229,20 @@ fn identity(
     // Which optional fields are present, by index: a bit each for the first 64, no list.
     let mut present: u64 = 0;
     let mut present_more: Vec<usize> = Vec::new();
-    for (at, (api, src)) in rule.optional.iter().enumerate() {
+    for (at, ((_, src), name)) in rule.optional.iter().zip(&rule.keys).enumerate() {
         let got = eval(src, tree, element, msg)?;
-        let mut first = false;
+        // `,"api":`, written once when the plan was parsed.
         match &got {
             Got::Null => continue,
             Got::Bool(b) | Got::Val(Value::Bool(b)) => {
-                key(out, &mut first, api);
+                out.extend_from_slice(name);
                 out.extend_from_slice(if *b { b"true" } else { b"false" });
             }
             other => {
                 let value = other
                     .text()
                     .ok_or(Defer("transform: an identity field of another type"))?;
-                key(out, &mut first, api);
+                out.extend_from_slice(name);
                 json::write_json_str(out, value);
             }
         }
@@ -249,6 +250,19 @@ fn identity(
             Some(bit) => present |= bit,
             None => present_more.push(at),
         }
+    }
+    if let Some(masks) = &rule.requires_masks {
+        // The fields by bit (at most 64 of them): no name compared per record.
+        if masks
+            .iter()
+            .any(|&(needs, needed)| present & needs != 0 && present & needed == 0)
+        {
+            return Err(Defer(
+                "transform: an identity field required with another is missing",
+            ));
+        }
+        out.push(b'}');
+        return Ok(());
     }
     let has = |name: &str| {
         rule.optional.iter().enumerate().any(|(at, (api, _))| {

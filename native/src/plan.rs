@@ -124,6 +124,37 @@ pub struct IdentityRule {
     pub kind: Src,
     pub optional: Vec<(String, Src)>,
     pub requires: Vec<(String, String)>,
+    /// Each optional field's `,"api":` in JSON, filled by `parse`.
+    #[serde(skip)]
+    pub keys: Vec<Vec<u8>>,
+    /// `requires` as masks of the optional fields' bits (each name's every index), when
+    /// there are at most 64 of them; filled by `parse`.
+    #[serde(skip)]
+    pub requires_masks: Option<Vec<(u64, u64)>>,
+}
+
+impl IdentityRule {
+    fn prepare(&mut self) {
+        self.keys = self
+            .optional
+            .iter()
+            .map(|(api, _)| {
+                let mut key = vec![b','];
+                crate::json::write_json_str(&mut key, api);
+                key.push(b':');
+                key
+            })
+            .collect();
+        if self.optional.len() <= 64 {
+            let mask = |name: &str| {
+                (self.optional.iter().enumerate())
+                    .filter(|(_, (api, _))| api == name)
+                    .fold(0u64, |mask, (at, _)| mask | 1u64 << at)
+            };
+            let masks = self.requires.iter().map(|(a, b)| (mask(a), mask(b)));
+            self.requires_masks = Some(masks.collect());
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -239,6 +270,9 @@ pub fn parse(text: &str) -> Result<Plan, String> {
     }
     check_schema(&plan.schema)?;
     mark_flat_records(&mut plan.schema);
+    for rule in &mut plan.identities {
+        rule.prepare();
+    }
     if let EventKey::Lookup { lookup } = &mut plan.event_key {
         lookup.build_index();
     }
