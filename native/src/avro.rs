@@ -168,7 +168,7 @@ fn read<'a>(
             },
             Node::Record { names, types, flat } => record(schema, names, types, *flat, r, depth)?,
             Node::Array { items } => array(schema, *items, r, depth)?,
-            Node::Map { values } => map(schema, *values, r, depth)?,
+            Node::Map { values, flat } => map(schema, *values, *flat, r, depth)?,
             other => scalar(other, r)?,
         });
     }
@@ -231,11 +231,23 @@ fn array<'a>(
 fn map<'a>(
     schema: &'a SchemaPlan,
     values: usize,
+    flat: bool,
     r: &mut Reader<'a, '_>,
     depth: usize,
 ) -> Res<Value<'a>> {
-    let mark = r.tree.pending_entries.len();
     let mut keys = Keys::default();
+    if flat {
+        // Its values add no entries of their own: its entries go straight to the arena.
+        let start = r.tree.entries.len();
+        blocks(r, |r| {
+            let key = string(r)?;
+            let value = read(schema, values, r, depth + 1)?;
+            keys.insert(&mut r.tree.entries, start, key, value);
+            Ok(())
+        })?;
+        return Ok(Value::Map(Span::new(start, r.tree.entries.len())?));
+    }
+    let mark = r.tree.pending_entries.len();
     blocks(r, |r| {
         let key = string(r)?;
         let value = read(schema, values, r, depth + 1)?;

@@ -63,6 +63,9 @@ pub enum Node {
     },
     Map {
         values: usize,
+        /// Its values are leaves, whatever union branch: set by `parse`.
+        #[serde(skip)]
+        flat: bool,
     },
     Record {
         names: Vec<String>,
@@ -306,7 +309,7 @@ fn check_schema(schema: &SchemaPlan) -> Result<(), String> {
     for node in &schema.nodes {
         match node {
             Node::Array { items } => known(*items)?,
-            Node::Map { values } => known(*values)?,
+            Node::Map { values, .. } => known(*values)?,
             Node::Record { names, types, .. } => {
                 if names.len() != types.len() {
                     return Err("a record with as many names as types is needed".into());
@@ -329,8 +332,9 @@ fn check_schema(schema: &SchemaPlan) -> Result<(), String> {
     Ok(())
 }
 
-/// Marks the records whose fields are all leaves (through unions): decoding one then adds
-/// nothing to the arena between its fields, which can be pushed as they are read.
+/// Marks the records whose fields and the maps whose values are all leaves (through
+/// unions): decoding one then adds nothing to the arena between its children, which can
+/// be pushed as they are read.
 fn mark_flat_records(schema: &mut SchemaPlan) {
     fn leaf(nodes: &[Node], id: usize, depth: usize) -> bool {
         match nodes.get(id) {
@@ -346,11 +350,12 @@ fn mark_flat_records(schema: &mut SchemaPlan) {
         .iter()
         .map(|node| match node {
             Node::Record { types, .. } => types.iter().all(|&id| leaf(&schema.nodes, id, 0)),
+            Node::Map { values, .. } => leaf(&schema.nodes, *values, 0),
             _ => false,
         })
         .collect();
     for (node, is_flat) in schema.nodes.iter_mut().zip(flags) {
-        if let Node::Record { flat, .. } = node {
+        if let Node::Record { flat, .. } | Node::Map { flat, .. } = node {
             *flat = is_flat;
         }
     }

@@ -177,6 +177,7 @@ pub struct Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
+    #[inline(always)]
     pub fn insert(
         &mut self,
         entries: &mut Vec<(Text<'a>, Value<'a>)>,
@@ -192,8 +193,20 @@ impl<'a> Keys<'a> {
         self.seen |= bit;
         if new {
             entries.push((key, value));
-            return;
+        } else {
+            self.insert_seen(entries, mark, key, value);
         }
+    }
+
+    /// A key that may be there already: searched (or looked up, in a larger map).
+    #[inline(never)]
+    fn insert_seen(
+        &mut self,
+        entries: &mut Vec<(Text<'a>, Value<'a>)>,
+        mark: usize,
+        key: Text<'a>,
+        value: Value<'a>,
+    ) {
         let len = entries.len().saturating_sub(mark);
         let own = entries.get(mark..).unwrap_or_default();
         if self.index.is_none() && len >= SCAN_LIMIT {
