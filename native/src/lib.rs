@@ -27,7 +27,6 @@ mod tree;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
@@ -147,21 +146,23 @@ impl Plan {
         let errors = PyList::empty(py);
         let mut run: Option<Run<'py>> = None;
         let mut scratch = Scratch::default();
+        let accessors = Accessors::new(py);
         for message in messages.iter() {
-            if !message.call_method0(intern!(py, "error"))?.is_none() {
+            let call = |i: usize| accessors.call(&message, i);
+            if !call(ERROR)?.is_none() {
                 errors.append(&message)?;
                 continue;
             }
-            let topic = message.call_method0(intern!(py, "topic"))?;
+            let topic = call(TOPIC)?;
             let topic = topic.cast_into::<PyString>()?;
-            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract()?;
-            let offset_int = message.call_method0(intern!(py, "offset"))?;
+            let partition: i64 = call(PARTITION)?.extract()?;
+            let offset_int = call(OFFSET)?;
             let offset: i64 = offset_int.extract()?;
-            let stamp_pair = message.call_method0(intern!(py, "timestamp"))?;
+            let stamp_pair = call(TIMESTAMP)?;
             let (kind, stamp): (i64, i64) = stamp_pair.extract()?;
             // TIMESTAMP_NOT_AVAILABLE is 0: no timestamp (what KafkaSource.consume says).
             let timestamp = (kind != 0).then_some(stamp);
-            let value = message.call_method0(intern!(py, "value"))?;
+            let value = call(VALUE)?;
             let same = match &run {
                 // The same str object (the common case) needs no comparing.
                 Some(open) => {
@@ -203,6 +204,66 @@ impl Plan {
             runs.append(done.into_tuple(py)?)?;
         }
         Ok((runs, errors))
+    }
+}
+
+/// The `Message` methods `run_messages` calls, by index into `Accessors::NAMES`.
+const ERROR: usize = 0;
+const TOPIC: usize = 1;
+const PARTITION: usize = 2;
+const OFFSET: usize = 3;
+const TIMESTAMP: usize = 4;
+const VALUE: usize = 5;
+
+/// How `run_messages` calls a message's methods. On an exact instance of confluent_kafka's
+/// own `Message`, its type's method descriptors directly: a static C type (immutable, no
+/// instance dict, the generic attribute lookup) finds nothing else by name, and this skips
+/// that lookup per call. Any other object (a subclass, a stand-in) by name, as Python would.
+struct Accessors<'py> {
+    message_type: Option<(Bound<'py, PyAny>, [Bound<'py, PyAny>; 6])>,
+    names: [Bound<'py, PyString>; 6],
+}
+
+impl<'py> Accessors<'py> {
+    const NAMES: [&'static str; 6] = [
+        "error",
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "value",
+    ];
+
+    fn new(py: Python<'py>) -> Self {
+        let names = Self::NAMES.map(|name| PyString::intern(py, name));
+        let message_type = py
+            .import("confluent_kafka.cimpl")
+            .and_then(|module| module.getattr("Message"))
+            .ok()
+            .and_then(|ty| {
+                let methods = names.clone().map(|name| ty.getattr(name).ok());
+                let methods: Option<Vec<_>> = methods.into_iter().collect();
+                let methods: [Bound<'py, PyAny>; 6] = methods?.try_into().ok()?;
+                Some((ty, methods))
+            });
+        Accessors {
+            message_type,
+            names,
+        }
+    }
+
+    fn call(&self, message: &Bound<'py, PyAny>, which: usize) -> PyResult<Bound<'py, PyAny>> {
+        if let Some((ty, methods)) = &self.message_type {
+            if message.is_exact_instance(ty) {
+                if let Some(method) = methods.get(which) {
+                    return method.call1((message,));
+                }
+            }
+        }
+        match self.names.get(which) {
+            Some(name) => message.call_method0(name),
+            None => Err(PyValueError::new_err("no such Message method")),
+        }
     }
 }
 
