@@ -44,7 +44,11 @@ pub fn write(
         let mut first = true;
         for (name, value) in map {
             key(out, &mut first, name);
-            entry(out, tree, value, element, style)?;
+            match element {
+                // No conversion: every value in its natural form (what `render` gives).
+                None => natural(out, tree, value, style)?,
+                Some(_) => entry(out, tree, value, element, style)?,
+            }
         }
         out.push(b'}');
         return Ok(());

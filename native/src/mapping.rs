@@ -46,6 +46,7 @@ impl Got<'_, '_> {
     }
 }
 
+#[inline(always)]
 pub(crate) fn at_path<'r, 'a>(
     tree: &'r Tree<'a>,
     start: &'r Value<'a>,
@@ -69,17 +70,27 @@ fn utf8(raw: Vec<u8>) -> Res<String> {
     String::from_utf8(raw).map_err(|_| Defer("transform: Kafka metadata that is not UTF-8"))
 }
 
+/// What `src` gives. A path (most sources) inline; the others out of line.
+#[inline(always)]
 pub(crate) fn eval<'r, 'a>(
     src: &'r Src,
     tree: &'r Tree<'a>,
     start: &'r Value<'a>,
     msg: &dyn Message,
 ) -> Res<Got<'r, 'a>> {
-    Ok(match src {
-        Src::Path { path } => match at_path(tree, start, path)? {
+    match src {
+        Src::Path { path } => Ok(match at_path(tree, start, path)? {
             Value::Null => Got::Null,
             value => Got::Val(value),
-        },
+        }),
+        _ => eval_other(src, msg),
+    }
+}
+
+#[inline(never)]
+fn eval_other<'r, 'a>(src: &'r Src, msg: &dyn Message) -> Res<Got<'r, 'a>> {
+    Ok(match src {
+        Src::Path { .. } => return Err(Defer("plan: a path read out of line")),
         Src::Const {
             value: Const::Str(s),
         } => Got::Str(s),
@@ -106,14 +117,23 @@ pub(crate) fn eval<'r, 'a>(
     })
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl json::JsonText) {
+    let (bytes, plain) = name.parts();
+    // `,"name":` with one reserve; a name that needs escapes the long way.
+    out.reserve(bytes.len() + 4);
     if !*first {
         out.push(b',');
     }
     *first = false;
-    json::write_json_str(out, name);
-    out.push(b':');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\":");
+    } else {
+        json::write_json_str(out, bytes);
+        out.push(b':');
+    }
 }
 
 /// The event of `record`, as compact JSON, into `out` (emptied first).
