@@ -44,10 +44,17 @@ pub fn write(
         let mut first = true;
         for (name, value) in map {
             key(out, &mut first, name);
-            match element {
-                // No conversion: every value in its natural form (what `render` gives).
-                None => natural(out, tree, value, style)?,
-                Some(_) => entry(out, tree, value, element, style)?,
+            match (element, value) {
+                // No conversion: every value in its natural form (what `render` gives),
+                // the common leaves without a call.
+                (None, Value::Str(s)) => json::write_json_str(out, s),
+                (None, Value::Long(v)) => json::write_i64(out, *v),
+                (None, Value::Null) => out.extend_from_slice(b"null"),
+                (None, Value::Bool(b)) => {
+                    out.extend_from_slice(if *b { b"true" } else { b"false" })
+                }
+                (None, _) => natural(out, tree, value, style)?,
+                (Some(_), _) => entry(out, tree, value, element, style)?,
             }
         }
         out.push(b'}');

@@ -252,6 +252,7 @@ impl<'py> Accessors<'py> {
         }
     }
 
+    #[inline(always)]
     fn call(&self, message: &Bound<'py, PyAny>, which: usize) -> PyResult<Bound<'py, PyAny>> {
         if let Some((ty, methods)) = &self.message_type {
             if message.is_exact_instance(ty) {
