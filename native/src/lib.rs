@@ -42,9 +42,10 @@ struct Plan {
 
 /// What one call reuses from message to message, so that a message allocates nothing but
 /// its event's PyBytes: the decoded record's arena, and the buffer the event is written to.
+/// The arena borrows the call's values (each call holds them all), so it is only cleared.
 #[derive(Default)]
-struct Scratch {
-    tree: Tree<'static>,
+struct Scratch<'a> {
+    tree: Tree<'a>,
     out: Vec<u8>,
 }
 
@@ -56,7 +57,12 @@ enum Outcome {
 }
 
 impl Plan {
-    fn one(&self, value: &Bound<'_, PyAny>, msg: &dyn Message, scratch: &mut Scratch) -> Outcome {
+    fn one<'a>(
+        &'a self,
+        value: &'a Bound<'_, PyAny>,
+        msg: &dyn Message,
+        scratch: &mut Scratch<'a>,
+    ) -> Outcome {
         if value.is_none() {
             return Outcome::Tombstone;
         }
@@ -66,11 +72,9 @@ impl Plan {
         let buf = bytes.as_bytes();
         // An event is about the size of its record plus the API's names.
         scratch.out.reserve(2 * buf.len() + 128);
-        let mut tree = std::mem::take(&mut scratch.tree).recycle();
-        let result = avro::decode(&self.plan.schema, buf, &mut tree).and_then(|record| {
-            mapping::map_record(&self.plan, &tree, &record, msg, &mut scratch.out)
-        });
-        scratch.tree = tree.recycle();
+        let Scratch { tree, out } = scratch;
+        let result = avro::decode(&self.plan.schema, buf, tree)
+            .and_then(|record| mapping::map_record(&self.plan, tree, &record, msg, out));
         match result {
             Ok(()) => Outcome::Event,
             Err(Defer(reason)) => Outcome::Deferred(reason),
@@ -118,14 +122,15 @@ impl Plan {
             headers,
         };
         let out = PyList::empty(py);
+        // Held for the whole call: the arena borrows their bytes.
+        let values: Vec<Bound<'py, PyAny>> = values.iter().collect();
         let mut scratch = Scratch::default();
-        for index in 0..count {
-            let value = values.get_item(index)?;
+        for (index, value) in values.iter().enumerate() {
             let msg = ColumnMessage {
                 columns: &columns,
                 index,
             };
-            self.push(&out, &value, &msg, &mut scratch)?;
+            self.push(&out, value, &msg, &mut scratch)?;
         }
         Ok(out)
     }
@@ -144,9 +149,11 @@ impl Plan {
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let runs = PyList::empty(py);
         let errors = PyList::empty(py);
-        let mut run: Option<Run<'py>> = None;
-        let mut scratch = Scratch::default();
         let accessors = Accessors::new(py);
+        // First what Python gives for each message (every call that can raise, in the order
+        // a message at a time would make them), held for the call: the arena borrows the
+        // values' bytes.
+        let mut consumed = Vec::with_capacity(messages.len());
         for message in messages.iter() {
             let call = |i: usize| accessors.call(&message, i);
             if !call(ERROR)?.is_none() {
@@ -163,11 +170,37 @@ impl Plan {
             // TIMESTAMP_NOT_AVAILABLE is 0: no timestamp (what KafkaSource.consume says).
             let timestamp = (kind != 0).then_some(stamp);
             let value = call(VALUE)?;
+            topic.to_str()?;
+            consumed.push(Consumed {
+                message,
+                topic,
+                partition,
+                offset_int,
+                offset,
+                stamp_pair,
+                timestamp,
+                value,
+            });
+        }
+        let mut run: Option<Run<'py>> = None;
+        let mut scratch = Scratch::default();
+        for one in &consumed {
+            let Consumed {
+                message,
+                topic,
+                partition,
+                offset_int,
+                offset,
+                stamp_pair,
+                timestamp,
+                value,
+            } = one;
+            let (partition, offset, timestamp) = (*partition, *offset, *timestamp);
             let same = match &run {
                 // The same str object (the common case) needs no comparing.
                 Some(open) => {
                     open.partition == partition
-                        && (open.topic.is(&topic) || open.topic.to_str()? == topic.to_str()?)
+                        && (open.topic.is(topic) || open.topic.to_str()? == topic.to_str()?)
                 }
                 None => false,
             };
@@ -179,13 +212,13 @@ impl Plan {
             }
             let Some(open) = &run else { continue };
             let msg = KafkaMessage {
-                message: &message,
+                message,
                 topic: topic.to_str()?,
                 partition,
                 offset,
                 timestamp,
             };
-            if !self.push(&open.outcomes, &value, &msg, &mut scratch)? {
+            if !self.push(&open.outcomes, value, &msg, &mut scratch)? {
                 open.others.append(open.offsets.len())?;
             }
             // The message's own int objects where they are plain ints: no new ones to make.
@@ -194,11 +227,11 @@ impl Plan {
             } else {
                 open.offsets.append(offset)?;
             }
-            match timestamp.and_then(|_| plain_int(&stamp_pair, 1)) {
+            match timestamp.and_then(|_| plain_int(stamp_pair, 1)) {
                 Some(stamp) => open.timestamps.append(stamp)?,
                 None => open.timestamps.append(timestamp)?,
             }
-            open.messages.append(&message)?;
+            open.messages.append(message)?;
         }
         if let Some(done) = run.take() {
             runs.append(done.into_tuple(py)?)?;
@@ -268,6 +301,18 @@ impl<'py> Accessors<'py> {
     }
 }
 
+/// A message without an error, as Python gave it.
+struct Consumed<'py> {
+    message: Bound<'py, PyAny>,
+    topic: Bound<'py, PyString>,
+    partition: i64,
+    offset_int: Bound<'py, PyAny>,
+    offset: i64,
+    stamp_pair: Bound<'py, PyAny>,
+    timestamp: Option<i64>,
+    value: Bound<'py, PyAny>,
+}
+
 /// Item `index` of `pair` when `pair` is a tuple and that item a plain int.
 fn plain_int<'py>(pair: &Bound<'py, PyAny>, index: usize) -> Option<Bound<'py, PyAny>> {
     let item = pair.cast::<PyTuple>().ok()?.get_item(index).ok()?;
@@ -316,12 +361,12 @@ impl<'py> Run<'py> {
 
 impl Plan {
     /// Appends the message's outcome; true when it is an event's bytes.
-    fn push(
-        &self,
+    fn push<'a>(
+        &'a self,
         out: &Bound<'_, PyList>,
-        value: &Bound<'_, PyAny>,
+        value: &'a Bound<'_, PyAny>,
         msg: &dyn Message,
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<'a>,
     ) -> PyResult<bool> {
         let py = out.py();
         // Last resort: nothing here is expected to panic (no indexing, no unwrap), but a

@@ -137,16 +137,6 @@ pub struct Tree<'a> {
 }
 
 impl<'a> Tree<'a> {
-    /// The same (emptied) allocations, for a record of another message's bytes.
-    pub fn recycle<'b>(self) -> Tree<'b> {
-        Tree {
-            values: recycle(self.values),
-            entries: recycle(self.entries),
-            pending: recycle(self.pending),
-            pending_entries: recycle(self.pending_entries),
-        }
-    }
-
     /// The items of an array or the fields of a record (empty for a span past the arena,
     /// which decoding never makes).
     pub fn values(&self, span: Span) -> &[Value<'a>] {
@@ -156,13 +146,6 @@ impl<'a> Tree<'a> {
     pub fn entries(&self, span: Span) -> &[(Text<'a>, Value<'a>)] {
         self.entries.get(span.range()).unwrap_or_default()
     }
-}
-
-/// An empty Vec on `v`'s allocation for another lifetime: the element types differ only in
-/// lifetimes, so the standard library's in-place collection keeps the buffer.
-pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// A map's keys so far: what building a Python dict does, on the entries from `mark` on.
@@ -235,17 +218,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recycling_keeps_the_allocation_and_values_stay_small() {
-        let mut tree: Tree<'static> = Tree::default();
-        tree.values.reserve(100);
-        let capacity = tree.values.capacity();
-        let text = String::from("x");
-        let mut other: Tree<'_> = tree.recycle();
-        other
-            .values
-            .extend(Text::checked(text.as_bytes(), None).map(Value::Str));
+    fn texts_are_checked_and_values_stay_small() {
+        assert!(Text::checked(b"x", None).is_some_and(|t| t.is_plain()));
         assert!(Text::checked(b"\xff", None).is_none());
-        assert_eq!(other.values.capacity(), capacity);
+        assert!(Text::checked("\"é".as_bytes(), None).is_some_and(|t| !t.is_plain()));
         assert_eq!(std::mem::size_of::<Value<'_>>(), 32);
     }
 }
