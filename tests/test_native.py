@@ -320,6 +320,28 @@ def test_the_consumers_messages_come_back_in_runs_of_one_partition(
     assert chunk.messages([untimed])[0][0].timestamps == [None]
 
 
+def test_a_message_of_another_type_is_read_through_its_own_methods(
+    ext: types.ModuleType,
+) -> None:
+    # confluent_kafka's own Message is read through its type's methods; any other type
+    # (a subclass, a stand-in) must be asked by name, so its overrides count.
+    class Replayed(Message):
+        def value(self) -> bytes:
+            return encode(DEFAULT, event(event_id="from-the-override"))
+
+        def offset(self) -> int:
+            return 41
+
+    stale = encode(DEFAULT, event(event_id="from-the-constructor"))
+    plain = Message(topic="t", partition=0, offset=40, value=stale, timestamp=(1, 5))
+    replayed = Replayed(topic="t", partition=0, offset=99, value=stale, timestamp=(1, 5))
+    runs, errors = default_chunk().messages([plain, replayed])
+    assert errors == []
+    assert [run.offsets for run in runs] == [[40, 41]]
+    uuids = [json.loads(outcome)["uuid"] for outcome in runs[0].outcomes]  # type: ignore[arg-type]
+    assert uuids == ["from-the-constructor", "from-the-override"]
+
+
 # Invalid UTF-8 where decoders differ most: truncated sequences, overlongs, surrogates,
 # code points past U+10FFFF (Python's "replace" and Rust's from_utf8_lossy must agree).
 _TRICKY = st.sampled_from(
