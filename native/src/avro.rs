@@ -236,24 +236,27 @@ fn map<'a>(
     depth: usize,
 ) -> Res<Value<'a>> {
     let mut keys = Keys::default();
-    if flat {
-        // Its values add no entries of their own: its entries go straight to the arena.
-        let start = r.tree.entries.len();
-        blocks(r, |r| {
-            let key = string(r)?;
-            let value = read(schema, values, r, depth + 1)?;
-            keys.insert(&mut r.tree.entries, start, key, value);
-            Ok(())
-        })?;
-        return Ok(Value::Map(Span::new(start, r.tree.entries.len())?));
-    }
-    let mark = r.tree.pending_entries.len();
+    // Values that add no entries of their own let the map's entries go straight to the
+    // arena; others gather them aside first, so the map's entries stay contiguous.
+    let mark = if flat {
+        r.tree.entries.len()
+    } else {
+        r.tree.pending_entries.len()
+    };
     blocks(r, |r| {
         let key = string(r)?;
         let value = read(schema, values, r, depth + 1)?;
-        keys.insert(&mut r.tree.pending_entries, mark, key, value);
+        let target = if flat {
+            &mut r.tree.entries
+        } else {
+            &mut r.tree.pending_entries
+        };
+        keys.insert(target, mark, key, value);
         Ok(())
     })?;
+    if flat {
+        return Ok(Value::Map(Span::new(mark, r.tree.entries.len())?));
+    }
     let Tree {
         entries,
         pending_entries,

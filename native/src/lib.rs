@@ -185,17 +185,8 @@ impl Plan {
         let mut run: Option<Run<'py>> = None;
         let mut scratch = Scratch::default();
         for one in &consumed {
-            let Consumed {
-                message,
-                topic,
-                partition,
-                offset_int,
-                offset,
-                stamp_pair,
-                timestamp,
-                value,
-            } = one;
-            let (partition, offset, timestamp) = (*partition, *offset, *timestamp);
+            let (topic, partition, offset, timestamp) =
+                (&one.topic, one.partition, one.offset, one.timestamp);
             let same = match &run {
                 // The same str object (the common case) needs no comparing.
                 Some(open) => {
@@ -212,26 +203,26 @@ impl Plan {
             }
             let Some(open) = &run else { continue };
             let msg = KafkaMessage {
-                message,
+                message: &one.message,
                 topic: topic.to_str()?,
                 partition,
                 offset,
                 timestamp,
             };
-            if !self.push(&open.outcomes, value, &msg, &mut scratch)? {
+            if !self.push(&open.outcomes, &one.value, &msg, &mut scratch)? {
                 open.others.append(open.offsets.len())?;
             }
             // The message's own int objects where they are plain ints: no new ones to make.
-            if offset_int.is_exact_instance_of::<PyInt>() {
-                open.offsets.append(offset_int)?;
+            if one.offset_int.is_exact_instance_of::<PyInt>() {
+                open.offsets.append(&one.offset_int)?;
             } else {
                 open.offsets.append(offset)?;
             }
-            match timestamp.and_then(|_| plain_int(stamp_pair, 1)) {
+            match timestamp.and_then(|_| plain_int(&one.stamp_pair, 1)) {
                 Some(stamp) => open.timestamps.append(stamp)?,
                 None => open.timestamps.append(timestamp)?,
             }
-            open.messages.append(message)?;
+            open.messages.append(&one.message)?;
         }
         if let Some(done) = run.take() {
             runs.append(done.into_tuple(py)?)?;
