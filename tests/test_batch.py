@@ -75,6 +75,29 @@ def test_size_is_the_exact_request_body_size() -> None:
     assert [e["uuid"] for e in parsed["data"]] == ["0", "1", "2", "3"]
 
 
+@given(runs=st.lists(st.lists(st.integers(min_value=0, max_value=40), max_size=6), max_size=4))
+def test_the_body_holds_every_event_of_every_run_in_order_and_leaves_them_as_they_were(
+    runs: list[list[int]],
+) -> None:
+    offsets = itertools.count()
+    events = Events(
+        EventRun.of([event(next(offsets), size) for size in sizes])[0]
+        if sizes
+        else EventRun("t", 0, 1, [], [], [], [])
+        for sizes in runs
+    )
+    bodies_before = [e.body for e in events]
+    body = render_body(PUBLIC, events)
+    assert body == render_body(PUBLIC, events)  # the events' own bodies are not changed
+    assert [e.body for e in events] == bodies_before
+    parsed = json.loads(body)
+    assert parsed["publicParams"] == {"isMatching": 1, "matchingType": 1}
+    assert parsed["data"] == [json.loads(b) for b in bodies_before]
+    assert len(body) == body_overhead(PUBLIC) + sum(len(b) + 1 for b in bodies_before) - (
+        1 if bodies_before else 0
+    )
+
+
 def test_an_oversized_event_goes_alone_and_is_never_dropped() -> None:
     b = batcher(FakeClock(), max_bytes=1024)
     assert b.add(event(0)) == []

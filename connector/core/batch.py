@@ -26,10 +26,16 @@ def body_overhead(public_params_json: bytes) -> int:
 
 def render_body(public_params_json: bytes, events: Events) -> bytes:
     """The request body for these events, built from their encoded JSON."""
+    head = b'{"publicParams":' + public_params_json + b',"data":['
     runs = events.runs
-    # One run (the common case) joins its list as it is, with no chain in between.
-    data = b",".join(runs[0].bodies) if len(runs) == 1 else b",".join(events.bodies())
-    return b"".join((b'{"publicParams":', public_params_json, b',"data":[', data, b"]}"))
+    parts = runs[0].bodies.copy() if len(runs) == 1 else list(events.bodies())
+    if not parts:
+        return head + b"]}"
+    # The head and the tail ride on the first and the last event, so the body is one join:
+    # one copy of its bytes, not a second one to wrap the joined events.
+    parts[0] = head + parts[0]
+    parts[-1] += b"]}"
+    return b",".join(parts)
 
 
 def comma_sizes(bodies: list[bytes]) -> list[int]:
