@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_helm import FULLNAME, NAMESPACE, ROOT, helm, rendered  # noqa: F401  (helm: a fixture)
+from helm_chart import FULLNAME, NAMESPACE, ROOT, helm, rendered  # noqa: F401  (helm: a fixture)
 
 SEL = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
 TEAM = {"team": "data-platform"}  # full-monitoring's additionalAlertLabels

@@ -1,7 +1,7 @@
 """The chart's wiring beyond the basics: the Schema Registry, extra containers and objects,
 the PodMonitor, the dashboard's uid per release, the CPU request per worker, Artifact Hub.
 
-Helpers and the session's `helm` fixture come from test_helm (rendered once per session).
+Helpers and the session's `helm` fixture come from helm_chart (rendered once per session).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import helm_chart
 import kubernetes_validate
 import pytest
-import test_helm
 import yaml
-from test_helm import (
+from helm_chart import (
     CHART,
     CRD_KINDS,
     FULLNAME,
@@ -32,7 +32,7 @@ from test_helm import (
 )
 
 pytestmark = pytest.mark.timeout(1500)
-helm = test_helm.helm  # the session fixture that builds (or finds) the pinned helm
+helm = helm_chart.helm  # the session fixture that builds (or finds) the pinned helm
 _MINIMAL = ["--values", str(SCENARIOS["minimal"])]
 
 
@@ -289,7 +289,7 @@ def test_extra_containers_env_from_and_objects(helm: str, tmp_path: Path) -> Non
     assert not kube_errors(docs)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert list(containers(docs)) == ["event-sink", "log-shipper"]  # the connector stays first
-    assert containers(docs)["log-shipper"]["args"] == ["--tag", test_helm.RELEASE]  # tpl
+    assert containers(docs)["log-shipper"]["args"] == ["--tag", helm_chart.RELEASE]  # tpl
     (init,) = pod["initContainers"]
     assert init["command"][-1] == f"echo {FULLNAME}"
     assert containers(docs)["event-sink"]["envFrom"] == [
@@ -297,7 +297,7 @@ def test_extra_containers_env_from_and_objects(helm: str, tmp_path: Path) -> Non
     ]
     extra = one(docs, "ConfigMap", f"{FULLNAME}-extra")
     assert extra["data"] == {"namespace": NAMESPACE}
-    one(docs, "ServiceAccount", f"{test_helm.RELEASE}-from-a-string")
+    one(docs, "ServiceAccount", f"{helm_chart.RELEASE}-from-a-string")
     # None of it by default.
     minimal = rendered(helm, "minimal")
     assert "initContainers" not in minimal.pod_spec
