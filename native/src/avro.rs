@@ -23,12 +23,33 @@ const DATE_MIN: i64 = -719_162;
 const DATE_MAX: i64 = 2_932_896;
 const MAX_DECIMAL_BYTES: usize = 128;
 
-struct Reader<'a, 't> {
+pub(crate) struct Reader<'a, 't> {
     buf: &'a [u8],
     pos: usize,
     /// Elements (array items, map entries) this record may still hold.
     budget: usize,
-    tree: &'t mut Tree<'a>,
+    pub(crate) tree: &'t mut Tree<'a>,
+}
+
+impl<'a, 't> Reader<'a, 't> {
+    /// A reader of the record in `buf`, its composites' children to `tree` (emptied).
+    pub(crate) fn new(buf: &'a [u8], tree: &'t mut Tree<'a>) -> Self {
+        tree.values.clear();
+        tree.entries.clear();
+        tree.pending.clear();
+        tree.pending_entries.clear();
+        Reader {
+            buf,
+            pos: 0,
+            budget: 8 * buf.len() + 1024,
+            tree,
+        }
+    }
+
+    /// Whether the record took every byte.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
 }
 
 impl<'a> Reader<'a, '_> {
@@ -106,18 +127,9 @@ impl<'a> Reader<'a, '_> {
 /// The record in `buf`, which must be exactly one record of `schema`'s root; its
 /// composites' children go to `tree` (emptied first).
 pub fn decode<'a>(schema: &'a SchemaPlan, buf: &'a [u8], tree: &mut Tree<'a>) -> Res<Value<'a>> {
-    tree.values.clear();
-    tree.entries.clear();
-    tree.pending.clear();
-    tree.pending_entries.clear();
-    let mut reader = Reader {
-        buf,
-        pos: 0,
-        budget: 8 * buf.len() + 1024,
-        tree,
-    };
+    let mut reader = Reader::new(buf, tree);
     let value = read(schema, schema.root, &mut reader, 0)?;
-    if reader.pos != buf.len() {
+    if !reader.at_end() {
         return Err(Defer("decode: trailing bytes after the record"));
     }
     Ok(value)
@@ -134,7 +146,7 @@ fn node(schema: &SchemaPlan, id: usize) -> Res<&Node> {
 /// the loop of the record, array or map being read; the composites and the rarer nodes
 /// out of line, so that a field costs no call of its own.
 #[inline(always)]
-fn read<'a>(
+pub(crate) fn read<'a>(
     schema: &'a SchemaPlan,
     mut id: usize,
     r: &mut Reader<'a, '_>,
@@ -344,7 +356,7 @@ fn scalar<'a>(node: &'a Node, r: &mut Reader<'a, '_>) -> Res<Value<'a>> {
 }
 
 #[inline(always)]
-fn string<'a>(r: &mut Reader<'a, '_>) -> Res<Text<'a>> {
+pub(crate) fn string<'a>(r: &mut Reader<'a, '_>) -> Res<Text<'a>> {
     let n = r.size()?;
     let start = r.pos;
     let bytes = r.take(n)?;
@@ -354,7 +366,7 @@ fn string<'a>(r: &mut Reader<'a, '_>) -> Res<Text<'a>> {
 
 /// Array and map blocks: a count, then that many items, until a count of zero. A negative
 /// count is followed by the block's size in bytes.
-fn blocks<'a, 't>(
+pub(crate) fn blocks<'a, 't>(
     r: &mut Reader<'a, 't>,
     mut item: impl FnMut(&mut Reader<'a, 't>) -> Res<()>,
 ) -> Res<()> {

@@ -44,17 +44,9 @@ pub fn write(
         let mut first = true;
         for (name, value) in map {
             key(out, &mut first, name);
-            match (element, value) {
-                // No conversion: every value in its natural form (what `render` gives),
-                // the common leaves without a call.
-                (None, Value::Str(s)) => json::write_json_str(out, s),
-                (None, Value::Long(v)) => json::write_i64(out, *v),
-                (None, Value::Null) => out.extend_from_slice(b"null"),
-                (None, Value::Bool(b)) => {
-                    out.extend_from_slice(if *b { b"true" } else { b"false" })
-                }
-                (None, _) => natural(out, tree, value, style)?,
-                (Some(_), _) => entry(out, tree, value, element, style)?,
+            match element {
+                None => natural_entry(out, tree, value, style)?,
+                Some(_) => entry(out, tree, value, element, style)?,
             }
         }
         out.push(b'}');
@@ -99,6 +91,25 @@ pub fn write(
         }
     }
     out.push(b'}');
+    Ok(())
+}
+
+/// A map entry's value without a conversion: in its natural form (what `render` gives),
+/// the common leaves without a call.
+#[inline(always)]
+pub(crate) fn natural_entry(
+    out: &mut Vec<u8>,
+    tree: &Tree,
+    value: &Value,
+    style: crate::json::FloatStyle,
+) -> Res<()> {
+    match value {
+        Value::Str(s) => json::write_json_str(out, s),
+        Value::Long(v) => json::write_i64(out, *v),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        _ => natural(out, tree, value, style)?,
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 
 mod avro;
 mod eventargs;
+mod fast;
 mod float;
 mod input;
 mod json;
@@ -47,6 +48,8 @@ struct Plan {
 struct Scratch<'a> {
     tree: Tree<'a>,
     out: Vec<u8>,
+    /// The fast path's eventargs, written while the record is read.
+    args: Vec<u8>,
 }
 
 enum Outcome {
@@ -72,7 +75,13 @@ impl Plan {
         let buf = bytes.as_bytes();
         // An event is about the size of its record plus the API's names.
         scratch.out.reserve(2 * buf.len() + 128);
-        let Scratch { tree, out } = scratch;
+        let Scratch { tree, out, args } = scratch;
+        // The fast path, when the plan has one; when it gives up, the tree decides.
+        if let Some(fast) = &self.plan.fast {
+            if fast::run(&self.plan, fast, buf, tree, args, msg, out).is_ok() {
+                return Outcome::Event;
+            }
+        }
         let result = avro::decode(&self.plan.schema, buf, tree)
             .and_then(|record| mapping::map_record(&self.plan, tree, &record, msg, out));
         match result {

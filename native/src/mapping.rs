@@ -154,6 +154,22 @@ pub fn map_record(
         return Err(Defer("transform: no identity"));
     }
     out.push(b']');
+    middle(plan, tree, record, msg, out)?;
+    if let Some(args) = &plan.eventargs {
+        crate::eventargs::write(args, tree, record, msg, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// What follows the identities, up to the eventargs: the time, uuid, event key and intid.
+pub(crate) fn middle(
+    plan: &Plan,
+    tree: &Tree,
+    record: &Value,
+    msg: &dyn Message,
+    out: &mut Vec<u8>,
+) -> Res<()> {
     if let Some(time) = &plan.time {
         let moment = match time {
             TimePlan::Kafka { .. } => msg.timestamp()?.filter(|t| *t >= 0),
@@ -182,10 +198,6 @@ pub fn map_record(
             json::write_json_str(out, value);
         }
     }
-    if let Some(args) = &plan.eventargs {
-        crate::eventargs::write(args, tree, record, msg, out)?;
-    }
-    out.push(b'}');
     Ok(())
 }
 
@@ -217,7 +229,7 @@ fn identities(
     }
 }
 
-fn identity(
+pub(crate) fn identity(
     rule: &IdentityRule,
     tree: &Tree,
     element: &Value,

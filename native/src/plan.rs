@@ -22,6 +22,9 @@ pub struct Plan {
     pub event_key: EventKey,
     pub intid: Option<Src>,
     pub eventargs: Option<Eventargs>,
+    /// The fast path of this plan's shape, if it has one: set by `parse`.
+    #[serde(skip)]
+    pub fast: Option<crate::fast::Fast>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +293,7 @@ pub fn parse(text: &str) -> Result<Plan, String> {
         }
         _ => {}
     }
+    plan.fast = crate::fast::compile(&plan);
     Ok(plan)
 }
 

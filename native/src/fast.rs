@@ -1,0 +1,191 @@
+//! The plan's fast path, chosen when the plan is loaded: the event written while its
+//! record is read, for a plan whose identity rules each take the records of an array field
+//! of the root, and whose eventargs are a map field of the root as it is. Those fields
+//! leave nothing in the tree: their elements are mapped (by the same code as the tree's)
+//! as soon as each is read, and the map's entries written straight to the JSON.
+//!
+//! Only ever a shortcut: whatever it does not take as it comes (a repeated map key, any
+//! record or value the mapping refuses, bytes it cannot read) makes it give up, and that
+//! message is decoded and mapped again on the tree, which decides. So its outcome is the
+//! tree's whenever it has one, and it only needs to be right when it succeeds.
+
+use crate::avro::{blocks, read, string, Defer, Reader, Res, Span, Tree, Value};
+use crate::eventargs::natural_entry;
+use crate::mapping::{identity, key, middle, Message};
+use crate::plan::{EventKey, Node, Plan, Src, TimePlan};
+use crate::tree::Keys;
+
+/// What the fast path does with each field of the root record.
+pub struct Fast {
+    fields: Vec<Field>,
+}
+
+enum Field {
+    /// Read into the tree, as `decode` does.
+    Keep,
+    /// An array of flat records, the elements of identity rule `rule`.
+    Identities { items: usize, rule: usize },
+    /// A map of leaves, the eventargs as they are.
+    Eventargs { values: usize },
+}
+
+/// The plan's fast path, when its shape has one: every identity rule's `each` a field of
+/// the root that holds an array of flat records (the rules in the fields' order, one rule
+/// a field), the eventargs none or a root map of leaves without conversion or picks, and
+/// no other path of the plan reading those fields.
+pub fn compile(plan: &Plan) -> Option<Fast> {
+    let nodes = &plan.schema.nodes;
+    let Some(Node::Record { types, .. }) = nodes.get(plan.schema.root) else {
+        return None;
+    };
+    let mut fields: Vec<Field> = types.iter().map(|_| Field::Keep).collect();
+    let mut last: Option<usize> = None;
+    for (at, rule) in plan.identities.iter().enumerate() {
+        let &[field] = rule.each.as_deref()? else {
+            return None;
+        };
+        if last.is_some_and(|before| field <= before) {
+            return None;
+        }
+        last = Some(field);
+        let Some(Node::Array { items }) = nodes.get(*types.get(field)?) else {
+            return None;
+        };
+        if !matches!(nodes.get(*items), Some(Node::Record { flat: true, .. })) {
+            return None;
+        }
+        *fields.get_mut(field)? = Field::Identities {
+            items: *items,
+            rule: at,
+        };
+    }
+    if let Some(args) = &plan.eventargs {
+        let base = args.map.as_ref()?;
+        if !args.picks.is_empty() || base.conversion.is_some() {
+            return None;
+        }
+        let &[field] = base.path.as_slice() else {
+            return None;
+        };
+        let Some(Node::Map { values, flat: true }) = nodes.get(*types.get(field)?) else {
+            return None;
+        };
+        let slot = fields.get_mut(field)?;
+        if !matches!(slot, Field::Keep) {
+            return None;
+        }
+        *slot = Field::Eventargs { values: *values };
+    }
+    if fields.iter().all(|f| matches!(f, Field::Keep)) {
+        return None;
+    }
+    // The other sources read the root's fields from the tree: none may read one of these.
+    let mut paths: Vec<&[usize]> = Vec::new();
+    if let Some(TimePlan::Path { path, .. }) = &plan.time {
+        paths.push(path);
+    }
+    let srcs = [plan.uuid.as_ref(), plan.intid.as_ref()];
+    let event_key = match &plan.event_key {
+        EventKey::Src { src } => src,
+        EventKey::Lookup { lookup } => &lookup.src,
+    };
+    for src in srcs.into_iter().flatten().chain([event_key]) {
+        if let Src::Path { path } = src {
+            paths.push(path);
+        }
+    }
+    let read_here = |path: &[usize]| match path.first() {
+        None => true,
+        Some(field) => !matches!(fields.get(*field), Some(Field::Keep) | None),
+    };
+    if paths.into_iter().any(read_here) {
+        return None;
+    }
+    Some(Fast { fields })
+}
+
+/// The event of the record in `buf` into `out`, or an error when the fast path gives up
+/// on it (the tree then decides). `args`: where the eventargs' entries go meanwhile.
+pub fn run<'a>(
+    plan: &'a Plan,
+    fast: &Fast,
+    buf: &'a [u8],
+    tree: &mut Tree<'a>,
+    args: &mut Vec<u8>,
+    msg: &dyn Message,
+    out: &mut Vec<u8>,
+) -> Res<()> {
+    let schema = &plan.schema;
+    let Some(Node::Record { names, types, .. }) = schema.nodes.get(schema.root) else {
+        return Err(Defer("plan: a root that is not a record"));
+    };
+    let mut r = Reader::new(buf, tree);
+    // The root's fields' slots first, as `decode` makes them.
+    r.tree.values.resize_with(types.len(), || Value::Null);
+    out.clear();
+    out.extend_from_slice(b"{\"identities\":[");
+    args.clear();
+    let mut any = false;
+    for (at, (id, field)) in types.iter().zip(&fast.fields).enumerate() {
+        match field {
+            Field::Keep => {
+                let value = read(schema, *id, &mut r, 1)?;
+                if let Some(slot) = r.tree.values.get_mut(at) {
+                    *slot = value;
+                }
+            }
+            Field::Identities { items, rule } => {
+                let rule = plan
+                    .identities
+                    .get(*rule)
+                    .ok_or(Defer("plan: a rule past the rules"))?;
+                blocks(&mut r, |r| {
+                    let mark = r.tree.values.len();
+                    let element = read(schema, *items, r, 2)?;
+                    identity(rule, r.tree, &element, msg, out, &mut any)?;
+                    r.tree.values.truncate(mark);
+                    Ok(())
+                })?;
+            }
+            Field::Eventargs { values } => {
+                let style = plan
+                    .eventargs
+                    .as_ref()
+                    .ok_or(Defer("plan: eventargs without eventargs"))?
+                    .numbers;
+                let mark = r.tree.entries.len();
+                let mut keys = Keys::default();
+                let mut first = true;
+                blocks(&mut r, |r| {
+                    let name = string(r)?;
+                    let value = read(schema, *values, r, 2)?;
+                    // Only the keys are kept, to find a repeated one (the tree takes that).
+                    let before = r.tree.entries.len();
+                    keys.insert(&mut r.tree.entries, mark, name, Value::Null);
+                    if r.tree.entries.len() == before {
+                        return Err(Defer("fast: a repeated map key"));
+                    }
+                    key(args, &mut first, name);
+                    natural_entry(args, r.tree, &value, style)
+                })?;
+                r.tree.entries.truncate(mark);
+            }
+        }
+    }
+    if !r.at_end() {
+        return Err(Defer("decode: trailing bytes after the record"));
+    }
+    if !any {
+        return Err(Defer("transform: no identity"));
+    }
+    out.push(b']');
+    let record = Value::Record(names, Span::new(0, types.len())?);
+    middle(plan, r.tree, &record, msg, out)?;
+    if !args.is_empty() {
+        out.extend_from_slice(b",\"eventargs\":{");
+        out.extend_from_slice(args);
+        out.push(b'}');
+    }
+    out.push(b'}');
+    Ok(())
+}
