@@ -80,7 +80,7 @@ impl<'a> Reader<'a, '_> {
 
     /// A zigzag varint of at most 10 bytes and 64 bits (fastavro wraps longer ones: deferred).
     #[inline]
-    fn long(&mut self) -> Res<i64> {
+    pub(crate) fn long(&mut self) -> Res<i64> {
         // One byte (most lengths, counts, indexes) inline, without the loop.
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
@@ -115,6 +115,22 @@ impl<'a> Reader<'a, '_> {
             if shift > 63 {
                 return Err(Defer("decode: a varint longer than 10 bytes"));
             }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn double(&mut self) -> Res<f64> {
+        let raw = self.take(8)?;
+        let bytes: [u8; 8] = raw.try_into().map_err(|_| Defer("decode: double"))?;
+        Ok(f64::from_le_bytes(bytes))
+    }
+
+    #[inline]
+    pub(crate) fn boolean(&mut self) -> Res<bool> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Defer("decode: a boolean byte that is neither 0 nor 1")),
         }
     }
 
@@ -168,16 +184,8 @@ pub(crate) fn read<'a>(
             Node::Null => Value::Null,
             Node::Int | Node::Long => Value::Long(r.long()?),
             Node::String => Value::Str(string(r)?),
-            Node::Double => {
-                let raw = r.take(8)?;
-                let bytes: [u8; 8] = raw.try_into().map_err(|_| Defer("decode: double"))?;
-                Value::Double(f64::from_le_bytes(bytes))
-            }
-            Node::Boolean => match r.byte()? {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                _ => return Err(Defer("decode: a boolean byte that is neither 0 nor 1")),
-            },
+            Node::Double => Value::Double(r.double()?),
+            Node::Boolean => Value::Bool(r.boolean()?),
             Node::Record { names, types, flat } => record(schema, names, types, *flat, r, depth)?,
             Node::Array { items } => array(schema, *items, r, depth)?,
             Node::Map { values, flat } => map(schema, *values, *flat, r, depth)?,

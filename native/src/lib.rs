@@ -19,6 +19,7 @@ mod fast;
 mod float;
 mod input;
 mod json;
+mod leaf;
 mod mapping;
 mod plan;
 mod render;

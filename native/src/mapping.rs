@@ -229,6 +229,48 @@ fn identities(
     }
 }
 
+pub(crate) const IDENTITY_TYPE: &[u8] = b"{\"identityType\":";
+pub(crate) const IDENTITY_VALUE: &[u8] = b",\"identityValue\":";
+pub(crate) const NOT_A_VALUE: &str = "transform: an identity value that is not a non-empty string";
+pub(crate) const NOT_A_TYPE: &str = "transform: an identity type that is not a non-empty string";
+pub(crate) const REQUIRED_MISSING: &str =
+    "transform: an identity field required with another is missing";
+
+/// An identity's value or type: a str (an enum's symbol is one), not empty.
+#[inline(always)]
+pub(crate) fn identity_text<'g>(got: &'g Got, reason: &'static str) -> Res<Text<'g>> {
+    got.text().filter(|s| !s.is_empty()).ok_or(Defer(reason))
+}
+
+/// An identity's optional field after its `,"api":` (`name`, written when the plan was
+/// parsed), unless it is null: whether it was written.
+#[inline(always)]
+pub(crate) fn identity_field(out: &mut Vec<u8>, name: &[u8], got: &Got) -> Res<bool> {
+    match got {
+        Got::Null => return Ok(false),
+        Got::Bool(b) | Got::Val(Value::Bool(b)) => {
+            out.extend_from_slice(name);
+            out.extend_from_slice(if *b { b"true" } else { b"false" });
+        }
+        other => {
+            let value = other
+                .text()
+                .ok_or(Defer("transform: an identity field of another type"))?;
+            out.extend_from_slice(name);
+            json::write_json_str(out, value);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether the optional fields present (a bit each) meet the rule's `requires` masks.
+#[inline(always)]
+pub(crate) fn requires_met(masks: &[(u64, u64)], present: u64) -> bool {
+    !masks
+        .iter()
+        .any(|&(needs, needed)| present & needs != 0 && present & needed == 0)
+}
+
 pub(crate) fn identity(
     rule: &IdentityRule,
     tree: &Tree,
@@ -241,42 +283,24 @@ pub(crate) fn identity(
     if matches!(value, Got::Null) {
         return Ok(()); // a rule whose value is null is skipped
     }
-    let value = value.text().filter(|s| !s.is_empty());
-    let value = value.ok_or(Defer(
-        "transform: an identity value that is not a non-empty string",
-    ))?;
+    let value = identity_text(&value, NOT_A_VALUE)?;
     let kind = eval(&rule.kind, tree, element, msg)?;
-    let kind = kind.text().filter(|s| !s.is_empty());
-    let kind = kind.ok_or(Defer(
-        "transform: an identity type that is not a non-empty string",
-    ))?;
+    let kind = identity_text(&kind, NOT_A_TYPE)?;
     if *any {
         out.push(b',');
     }
     *any = true;
-    out.extend_from_slice(b"{\"identityType\":");
+    out.extend_from_slice(IDENTITY_TYPE);
     json::write_json_str(out, kind);
-    out.extend_from_slice(b",\"identityValue\":");
+    out.extend_from_slice(IDENTITY_VALUE);
     json::write_json_str(out, value);
     // Which optional fields are present, by index: a bit each for the first 64, no list.
     let mut present: u64 = 0;
     let mut present_more: Vec<usize> = Vec::new();
     for (at, ((_, src), name)) in rule.optional.iter().zip(&rule.keys).enumerate() {
         let got = eval(src, tree, element, msg)?;
-        // `,"api":`, written once when the plan was parsed.
-        match &got {
-            Got::Null => continue,
-            Got::Bool(b) | Got::Val(Value::Bool(b)) => {
-                out.extend_from_slice(name);
-                out.extend_from_slice(if *b { b"true" } else { b"false" });
-            }
-            other => {
-                let value = other
-                    .text()
-                    .ok_or(Defer("transform: an identity field of another type"))?;
-                out.extend_from_slice(name);
-                json::write_json_str(out, value);
-            }
+        if !identity_field(out, name, &got)? {
+            continue;
         }
         match u32::try_from(at).ok().and_then(|at| 1u64.checked_shl(at)) {
             Some(bit) => present |= bit,
@@ -285,13 +309,8 @@ pub(crate) fn identity(
     }
     if let Some(masks) = &rule.requires_masks {
         // The fields by bit (at most 64 of them): no name compared per record.
-        if masks
-            .iter()
-            .any(|&(needs, needed)| present & needs != 0 && present & needed == 0)
-        {
-            return Err(Defer(
-                "transform: an identity field required with another is missing",
-            ));
+        if !requires_met(masks, present) {
+            return Err(Defer(REQUIRED_MISSING));
         }
         out.push(b'}');
         return Ok(());
@@ -308,9 +327,7 @@ pub(crate) fn identity(
     };
     for (needs, needed) in &rule.requires {
         if has(needs) && !has(needed) {
-            return Err(Defer(
-                "transform: an identity field required with another is missing",
-            ));
+            return Err(Defer(REQUIRED_MISSING));
         }
     }
     out.push(b'}');
