@@ -4,19 +4,54 @@ pub use crate::float::{write_f64, FloatStyle};
 use crate::tree::Text;
 
 pub fn write_i64(out: &mut Vec<u8>, value: i64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    put(out, itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// `out.extend_from_slice(bytes)`, a short slice (most strings and numbers here) without
+/// a call: its first and last word (or half-word), overlapping, put together in place and
+/// appended whole, then cut back to the slice's length.
+#[inline(always)]
+pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    let at = out.len();
+    if n >= 8 {
+        if let (true, Some(head), Some(tail)) =
+            (n <= 16, bytes.first_chunk::<8>(), bytes.last_chunk::<8>())
+        {
+            let mut both = [0u8; 16];
+            both[..8].copy_from_slice(head);
+            if let Some(end) = both.get_mut(n - 8..n) {
+                end.copy_from_slice(tail);
+            }
+            out.extend_from_slice(&both);
+            out.truncate(at + n);
+            return;
+        }
+    } else if n >= 4 {
+        if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+            let mut both = [0u8; 8];
+            both[..4].copy_from_slice(head);
+            if let Some(end) = both.get_mut(n - 4..n) {
+                end.copy_from_slice(tail);
+            }
+            out.extend_from_slice(&both);
+            out.truncate(at + n);
+            return;
+        }
+    }
+    out.extend_from_slice(bytes);
 }
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as short
 /// escapes or `\u00XX`, everything else (non-ASCII included) as UTF-8. `bytes` must be
 /// UTF-8 (a `str`'s, or a decoded string's, validated once when it was read).
-#[inline]
+#[inline(always)]
 pub fn write_json_str(out: &mut Vec<u8>, text: impl JsonText) {
     let (bytes, plain) = text.parts();
     if plain {
         out.reserve(bytes.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(bytes);
+        put(out, bytes);
         out.push(b'"');
     } else {
         write_json_bytes(out, bytes);
@@ -215,6 +250,19 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn put_appends_any_slice() {
+        let bytes: Vec<u8> = (0..40).collect();
+        for start in 0..3 {
+            for n in 0..=bytes.len() {
+                let mut out = vec![b'x'; start];
+                put(&mut out, &bytes[..n]);
+                assert_eq!(out[..start], vec![b'x'; start][..]);
+                assert_eq!(out[start..], bytes[..n], "{n} after {start}");
             }
         }
     }

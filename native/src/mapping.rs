@@ -128,7 +128,7 @@ pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl json::JsonText
     *first = false;
     if plain {
         out.push(b'"');
-        out.extend_from_slice(bytes);
+        json::put(out, bytes);
         out.extend_from_slice(b"\":");
     } else {
         json::write_json_str(out, bytes);
@@ -249,14 +249,14 @@ pub(crate) fn identity_field(out: &mut Vec<u8>, name: &[u8], got: &Got) -> Res<b
     match got {
         Got::Null => return Ok(false),
         Got::Bool(b) | Got::Val(Value::Bool(b)) => {
-            out.extend_from_slice(name);
+            json::put(out, name);
             out.extend_from_slice(if *b { b"true" } else { b"false" });
         }
         other => {
             let value = other
                 .text()
                 .ok_or(Defer("transform: an identity field of another type"))?;
-            out.extend_from_slice(name);
+            json::put(out, name);
             json::write_json_str(out, value);
         }
     }
