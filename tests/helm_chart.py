@@ -20,7 +20,7 @@ CHART = ROOT / "helm" / "event-sink"
 SCENARIOS = {p.name.removesuffix("-values.yaml"): p for p in sorted(CHART.glob("ci/*-values.yaml"))}
 # Chart.yaml's kubeVersion floor, and the newest Kubernetes whose schemas kubernetes-validate ships.
 KUBE_VERSIONS = ("1.29", "1.37")
-# Custom resources: no schema in kubernetes-validate; their required fields are tested below.
+# Custom resources: no schema in kubernetes-validate; test_helm.py checks their required fields.
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
 RELEASE, NAMESPACE = "es", "event-sink"
 FULLNAME = f"{RELEASE}-event-sink"
