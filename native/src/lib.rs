@@ -23,6 +23,7 @@ mod leaf;
 mod mapping;
 mod plan;
 mod render;
+mod runs;
 mod text;
 mod tree;
 
@@ -30,10 +31,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::avro::{Defer, Tree};
-use crate::input::{ColumnMessage, Columns, KafkaMessage};
+use crate::input::{ColumnMessage, Columns};
 use crate::mapping::Message;
 
 /// A compiled plan (connector/mapping/plan.py), run on consume chunks.
@@ -176,67 +177,30 @@ impl Plan {
             let offset_int = call(OFFSET)?;
             let offset: i64 = offset_int.extract()?;
             let stamp_pair = call(TIMESTAMP)?;
-            let (kind, stamp): (i64, i64) = stamp_pair.extract()?;
+            let (kind, stamp, stamp_int) = match runs::stamp(&stamp_pair) {
+                Some(parts) => parts,
+                // Not a pair of ints: what extracting one raises.
+                None => {
+                    let (kind, stamp): (i64, i64) = stamp_pair.extract()?;
+                    (kind, stamp, None)
+                }
+            };
             // TIMESTAMP_NOT_AVAILABLE is 0: no timestamp (what KafkaSource.consume says).
             let timestamp = (kind != 0).then_some(stamp);
             let value = call(VALUE)?;
             topic.to_str()?;
-            consumed.push(Consumed {
+            consumed.push(runs::Consumed {
                 message,
                 topic,
                 partition,
                 offset_int,
                 offset,
-                stamp_pair,
+                stamp_int,
                 timestamp,
                 value,
             });
         }
-        let mut run: Option<Run<'py>> = None;
-        let mut scratch = Scratch::default();
-        for one in &consumed {
-            let (topic, partition, offset, timestamp) =
-                (&one.topic, one.partition, one.offset, one.timestamp);
-            let same = match &run {
-                // The same str object (the common case) needs no comparing.
-                Some(open) => {
-                    open.partition == partition
-                        && (open.topic.is(topic) || open.topic.to_str()? == topic.to_str()?)
-                }
-                None => false,
-            };
-            if !same {
-                if let Some(done) = run.take() {
-                    runs.append(done.into_tuple(py)?)?;
-                }
-                run = Some(Run::new(py, topic.clone(), partition));
-            }
-            let Some(open) = &run else { continue };
-            let msg = KafkaMessage {
-                message: &one.message,
-                topic: topic.to_str()?,
-                partition,
-                offset,
-                timestamp,
-            };
-            if !self.push(&open.outcomes, &one.value, &msg, &mut scratch)? {
-                open.others.append(open.offsets.len())?;
-            }
-            // The message's own int objects where they are plain ints: no new ones to make.
-            if one.offset_int.is_exact_instance_of::<PyInt>() {
-                open.offsets.append(&one.offset_int)?;
-            } else {
-                open.offsets.append(offset)?;
-            }
-            match timestamp.and_then(|_| plain_int(&one.stamp_pair, 1)) {
-                Some(stamp) => open.timestamps.append(stamp)?,
-                None => open.timestamps.append(timestamp)?,
-            }
-            open.messages.append(&one.message)?;
-        }
-        if let Some(done) = run.take() {
-            runs.append(done.into_tuple(py)?)?;
-        }
+        runs::append_runs(self, py, &consumed, &runs)?;
         Ok((runs, errors))
     }
 }
@@ -302,83 +266,36 @@ impl<'py> Accessors<'py> {
     }
 }
 
-/// A message without an error, as Python gave it.
-struct Consumed<'py> {
-    message: Bound<'py, PyAny>,
-    topic: Bound<'py, PyString>,
-    partition: i64,
-    offset_int: Bound<'py, PyAny>,
-    offset: i64,
-    stamp_pair: Bound<'py, PyAny>,
-    timestamp: Option<i64>,
-    value: Bound<'py, PyAny>,
-}
-
-/// Item `index` of `pair` when `pair` is a tuple and that item a plain int.
-fn plain_int<'py>(pair: &Bound<'py, PyAny>, index: usize) -> Option<Bound<'py, PyAny>> {
-    let item = pair.cast::<PyTuple>().ok()?.get_item(index).ok()?;
-    item.is_exact_instance_of::<PyInt>().then_some(item)
-}
-
-/// Consecutive messages of one partition, as `run_messages` hands them back.
-struct Run<'py> {
-    topic: Bound<'py, PyString>,
-    partition: i64,
-    offsets: Bound<'py, PyList>,
-    timestamps: Bound<'py, PyList>,
-    outcomes: Bound<'py, PyList>,
-    messages: Bound<'py, PyList>,
-    others: Bound<'py, PyList>,
-}
-
-impl<'py> Run<'py> {
-    fn new(py: Python<'py>, topic: Bound<'py, PyString>, partition: i64) -> Self {
-        Run {
-            topic,
-            partition,
-            offsets: PyList::empty(py),
-            timestamps: PyList::empty(py),
-            outcomes: PyList::empty(py),
-            messages: PyList::empty(py),
-            others: PyList::empty(py),
-        }
-    }
-
-    fn into_tuple(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(
-            py,
-            [
-                self.topic.into_any(),
-                self.partition.into_pyobject(py)?.into_any(),
-                self.offsets.into_any(),
-                self.timestamps.into_any(),
-                self.outcomes.into_any(),
-                self.messages.into_any(),
-                self.others.into_any(),
-            ],
-        )
-    }
-}
-
 impl Plan {
-    /// Appends the message's outcome; true when it is an event's bytes.
-    fn push<'a>(
+    /// The message's outcome, and whether it is an event's bytes.
+    fn outcome<'a, 'py>(
         &'a self,
-        out: &Bound<'_, PyList>,
-        value: &'a Bound<'_, PyAny>,
+        py: Python<'py>,
+        value: &'a Bound<'py, PyAny>,
         msg: &dyn Message,
         scratch: &mut Scratch<'a>,
-    ) -> PyResult<bool> {
-        let py = out.py();
+    ) -> (Bound<'py, PyAny>, bool) {
         // Last resort: nothing here is expected to panic (no indexing, no unwrap), but a
         // panic must not cross into Python: that message goes to the Python path.
         let outcome = catch_unwind(AssertUnwindSafe(|| self.one(value, msg, scratch)))
             .unwrap_or(Outcome::Deferred("internal: a panic, caught"));
         match outcome {
-            Outcome::Event => out.append(PyBytes::new(py, &scratch.out)).map(|()| true),
-            Outcome::Tombstone => out.append(py.None()).map(|()| false),
-            Outcome::Deferred(reason) => out.append(reason).map(|()| false),
+            Outcome::Event => (PyBytes::new(py, &scratch.out).into_any(), true),
+            Outcome::Tombstone => (py.None().into_bound(py), false),
+            Outcome::Deferred(reason) => (PyString::new(py, reason).into_any(), false),
         }
+    }
+
+    /// Appends the message's outcome; true when it is an event's bytes.
+    fn push<'a, 'py>(
+        &'a self,
+        out: &Bound<'py, PyList>,
+        value: &'a Bound<'py, PyAny>,
+        msg: &dyn Message,
+        scratch: &mut Scratch<'a>,
+    ) -> PyResult<bool> {
+        let (outcome, event) = self.outcome(out.py(), value, msg, scratch);
+        out.append(outcome).map(|()| event)
     }
 }
 
