@@ -15,7 +15,6 @@ use crate::json;
 use crate::leaf::Leaf;
 use crate::mapping::{self, identity, key, middle, Got, Message};
 use crate::plan::{EventKey, IdentityRule, Node, Plan, Src, TimePlan};
-use crate::tree::Keys;
 
 /// What the fast path does with each field of the root record.
 pub struct Fast {
@@ -218,22 +217,18 @@ pub fn run<'a>(
                     .as_ref()
                     .ok_or(Defer("plan: eventargs without eventargs"))?
                     .numbers;
-                let mark = r.tree.entries.len();
-                let mut keys = Keys::default();
+                r.tree.seen.clear();
                 let mut first = true;
                 blocks(&mut r, |r| {
                     let name = string(r)?;
                     let value = values.read(schema, r, 2)?;
                     // Only the keys are kept, to find a repeated one (the tree takes that).
-                    let before = r.tree.entries.len();
-                    keys.insert(&mut r.tree.entries, mark, name, Value::Null);
-                    if r.tree.entries.len() == before {
-                        return Err(Defer("fast: a repeated map key"));
+                    if !r.tree.seen.first_time(name.as_bytes()) {
+                        return Err(Defer("fast: a map key that may be repeated"));
                     }
                     key(args, &mut first, name);
                     natural_entry(args, r.tree, &value, style)
                 })?;
-                r.tree.entries.truncate(mark);
             }
         }
     }

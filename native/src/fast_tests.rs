@@ -189,6 +189,26 @@ fn the_fast_path_gives_the_trees_event_or_none() {
         (record(&[no_value_type, ("phone", phone)], &[]), false),
         (record(&[("phone", ("", None, None, None))], &[]), false),
     ];
+    // Many keys: all distinct (taken) but for the last (never taken).
+    let names: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    for count in [20, 100] {
+        let mut props: Vec<(&str, Prop)> = names[..count]
+            .iter()
+            .map(|n| (n.as_str(), Prop::Long(1)))
+            .collect();
+        let buf = record(&[("phone", phone)], &props);
+        let (quick, slow) = both(&plan, &buf);
+        assert!(count > 64 || quick.is_some(), "{count} keys");
+        if let Some(event) = quick {
+            assert_eq!(Ok(event), slow, "{count} keys");
+        }
+        props.push(("k3", Prop::Long(2)));
+        let (quick, slow) = both(&plan, &record(&[("phone", phone)], &props));
+        assert!(
+            quick.is_none() && slow.is_ok(),
+            "{count} keys and a repeated one"
+        );
+    }
     for (at, (buf, taken)) in cases.iter().enumerate() {
         let (quick, slow) = both(&plan, buf);
         assert_eq!(quick.is_some(), *taken, "case {at}: {slow:?}");

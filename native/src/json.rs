@@ -14,10 +14,21 @@ pub fn write_i64(out: &mut Vec<u8>, value: i64) {
 pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     let n = bytes.len();
     let at = out.len();
-    if n >= 8 {
+    if n > 16 {
         if let (true, Some(head), Some(tail)) =
-            (n <= 16, bytes.first_chunk::<8>(), bytes.last_chunk::<8>())
+            (n <= 32, bytes.first_chunk::<16>(), bytes.last_chunk::<16>())
         {
+            let mut both = [0u8; 32];
+            both[..16].copy_from_slice(head);
+            if let Some(end) = both.get_mut(n - 16..n) {
+                end.copy_from_slice(tail);
+            }
+            out.extend_from_slice(&both);
+            out.truncate(at + n);
+            return;
+        }
+    } else if n >= 8 {
+        if let (Some(head), Some(tail)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
             let mut both = [0u8; 16];
             both[..8].copy_from_slice(head);
             if let Some(end) = both.get_mut(n - 8..n) {
@@ -85,7 +96,7 @@ impl<T: AsRef<[u8]> + ?Sized> JsonText for T {
 /// time. A last partial word is read overlapping the word before; in a string shorter
 /// than a word, from `spill` when it holds 8 bytes (those past the string masked off as a
 /// letter), else a byte at a time.
-#[inline]
+#[inline(always)]
 pub fn classify(bytes: &[u8], spill: Option<&[u8]>) -> (bool, bool) {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut high = 0u64;
@@ -256,7 +267,7 @@ mod tests {
 
     #[test]
     fn put_appends_any_slice() {
-        let bytes: Vec<u8> = (0..40).collect();
+        let bytes: Vec<u8> = (0..70).collect();
         for start in 0..3 {
             for n in 0..=bytes.len() {
                 let mut out = vec![b'x'; start];

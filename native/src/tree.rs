@@ -134,6 +134,8 @@ pub struct Tree<'a> {
     pub(crate) entries: Vec<(Text<'a>, Value<'a>)>,
     pub(crate) pending: Vec<Value<'a>>,
     pub(crate) pending_entries: Vec<(Text<'a>, Value<'a>)>,
+    /// The keys of the map the fast path writes.
+    pub(crate) seen: Seen<'a>,
 }
 
 impl<'a> Tree<'a> {
@@ -168,10 +170,7 @@ impl<'a> Keys<'a> {
         key: Text<'a>,
         value: Value<'a>,
     ) {
-        let bytes = key.as_bytes();
-        let first = bytes.first().map_or(0, |&b| u32::from(b));
-        let last = bytes.last().map_or(0, |&b| u32::from(b));
-        let bit = 1u64 << ((last ^ (bytes.len() as u32) << 2 ^ first >> 1) & 63);
+        let bit = key_bit(key.as_bytes());
         let new = self.seen & bit == 0 && self.index.is_none();
         self.seen |= bit;
         if new {
@@ -212,6 +211,43 @@ impl<'a> Keys<'a> {
 }
 
 const SCAN_LIMIT: usize = 16;
+
+/// A key's bit among 64: a map's keys whose bits are all clear are new to it.
+#[inline(always)]
+pub(crate) fn key_bit(bytes: &[u8]) -> u64 {
+    let first = bytes.first().map_or(0, |&b| u32::from(b));
+    let last = bytes.last().map_or(0, |&b| u32::from(b));
+    1u64 << ((last ^ (bytes.len() as u32) << 2 ^ first >> 1) & 63)
+}
+
+/// The keys of a map being written as it is read (the fast path's), to find a repeated
+/// one: `false` for a key that may have come before. Past `FEW_KEYS` keys, any key whose
+/// bit is taken is taken for one (the tree, with its index, then decides).
+#[derive(Default)]
+pub(crate) struct Seen<'a> {
+    bits: u64,
+    keys: Vec<&'a [u8]>,
+}
+
+const FEW_KEYS: usize = 64;
+
+impl<'a> Seen<'a> {
+    pub(crate) fn clear(&mut self) {
+        self.bits = 0;
+        self.keys.clear();
+    }
+
+    #[inline(always)]
+    pub(crate) fn first_time(&mut self, key: &'a [u8]) -> bool {
+        let bit = key_bit(key);
+        if self.bits & bit != 0 && (self.keys.len() > FEW_KEYS || self.keys.contains(&key)) {
+            return false;
+        }
+        self.bits |= bit;
+        self.keys.push(key);
+        true
+    }
+}
 
 #[cfg(test)]
 mod tests {
