@@ -53,6 +53,46 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// `"bytes"` appended as one write when `bytes` (that need no escape) are at most 30:
+/// put together in place between quotes (its first and last word, or half-word, that may
+/// overlap), appended whole, then cut back. Whether it was written.
+#[inline(always)]
+fn put_quoted(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    fn ends<const W: usize>(all: &mut [u8; 32], bytes: &[u8]) {
+        let n = bytes.len();
+        if let (Some(head), Some(tail)) = (bytes.first_chunk::<W>(), bytes.last_chunk::<W>()) {
+            if let Some(to) = all.get_mut(1..).and_then(|to| to.first_chunk_mut::<W>()) {
+                *to = *head;
+            }
+            let end = (n + 1).saturating_sub(W);
+            if let Some(to) = all.get_mut(end..).and_then(|to| to.first_chunk_mut::<W>()) {
+                *to = *tail;
+            }
+        }
+    }
+    let n = bytes.len();
+    // Quotes all along: the one after the string is there already.
+    let mut all = [b'"'; 32];
+    match n {
+        0 => {}
+        1..=3 => {
+            for (at, from) in [(1, 0), (1 + n / 2, n / 2), (n, n - 1)] {
+                if let (Some(to), Some(b)) = (all.get_mut(at), bytes.get(from)) {
+                    *to = *b;
+                }
+            }
+        }
+        4..=7 => ends::<4>(&mut all, bytes),
+        8..=15 => ends::<8>(&mut all, bytes),
+        16..=30 => ends::<16>(&mut all, bytes),
+        _ => return false,
+    }
+    let at = out.len();
+    out.extend_from_slice(&all);
+    out.truncate(at + n + 2);
+    true
+}
+
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as short
 /// escapes or `\u00XX`, everything else (non-ASCII included) as UTF-8. `bytes` must be
 /// UTF-8 (a `str`'s, or a decoded string's, validated once when it was read).
@@ -60,9 +100,12 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 pub fn write_json_str(out: &mut Vec<u8>, text: impl JsonText) {
     let (bytes, plain) = text.parts();
     if plain {
+        if put_quoted(out, bytes) {
+            return;
+        }
         out.reserve(bytes.len() + 2);
         out.push(b'"');
-        put(out, bytes);
+        out.extend_from_slice(bytes);
         out.push(b'"');
     } else {
         write_json_bytes(out, bytes);
@@ -261,6 +304,20 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_strings_are_quoted_whatever_their_length() {
+        let bytes: Vec<u8> = (b'0'..=b'z').collect();
+        for start in 0..3 {
+            for n in 0..=bytes.len() {
+                let mut out = vec![b'x'; start];
+                write_json_str(&mut out, Text::checked(&bytes[..n], None).expect("ASCII"));
+                let mut expected = vec![b'x'; start];
+                write_json_bytes(&mut expected, &bytes[..n]);
+                assert_eq!(out, expected, "{n} after {start}");
             }
         }
     }

@@ -117,23 +117,15 @@ fn eval_other<'r, 'a>(src: &'r Src, msg: &dyn Message) -> Res<Got<'r, 'a>> {
     })
 }
 
+/// `,"name":` (no comma first).
 #[inline(always)]
 pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, name: impl json::JsonText) {
-    let (bytes, plain) = name.parts();
-    // `,"name":` with one reserve; a name that needs escapes the long way.
-    out.reserve(bytes.len() + 4);
     if !*first {
         out.push(b',');
     }
     *first = false;
-    if plain {
-        out.push(b'"');
-        json::put(out, bytes);
-        out.extend_from_slice(b"\":");
-    } else {
-        json::write_json_str(out, bytes);
-        out.push(b':');
-    }
+    json::write_json_str(out, name);
+    out.push(b':');
 }
 
 /// The event of `record`, as compact JSON, into `out` (emptied first).
