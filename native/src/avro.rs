@@ -94,16 +94,16 @@ impl<'a> Reader<'a, '_> {
 
     #[inline(never)]
     fn long_slow(&mut self) -> Res<i64> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
         let mut value: u64 = 0;
-        let mut shift = 0u32;
-        loop {
-            let b = self.byte()?;
+        for (at, &b) in rest.iter().take(10).enumerate() {
             let bits = u64::from(b & 0x7F);
-            if shift == 63 && bits > 1 {
+            if at == 9 && bits > 1 {
                 return Err(Defer("decode: a varint past 64 bits"));
             }
-            value |= bits << shift;
+            value |= bits << (7 * at);
             if b < 0x80 {
+                self.pos += at + 1;
                 let magnitude = (value >> 1) as i64;
                 return Ok(if value & 1 == 0 {
                     magnitude
@@ -111,11 +111,12 @@ impl<'a> Reader<'a, '_> {
                     !magnitude
                 });
             }
-            shift += 7;
-            if shift > 63 {
-                return Err(Defer("decode: a varint longer than 10 bytes"));
-            }
         }
+        Err(Defer(if rest.len() >= 10 {
+            "decode: a varint longer than 10 bytes"
+        } else {
+            "decode: past the end"
+        }))
     }
 
     #[inline]

@@ -108,6 +108,9 @@ pub(crate) fn natural_entry(
         Value::Long(v) => json::write_i64(out, *v),
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Double(v) => {
+            json::write_f64(out, *v, style).ok_or(Defer("transform: NaN or infinity"))?
+        }
         _ => natural(out, tree, value, style)?,
     }
     Ok(())
