@@ -228,3 +228,44 @@ fn the_fast_path_gives_the_trees_event_or_none() {
     let slow = String::from_utf8(slow.expect("an event")).expect("UTF-8");
     assert!(slow.ends_with(r#""eventargs":{"a":2,"b":true}}"#), "{slow}");
 }
+
+#[test]
+fn varints_read_as_zigzag_longs_of_at_most_ten_bytes() {
+    for v in [
+        0,
+        1,
+        -1,
+        63,
+        -64,
+        64,
+        1 << 40,
+        -(1 << 40),
+        i64::MAX,
+        i64::MIN,
+    ] {
+        let mut buf = Vec::new();
+        long(&mut buf, v);
+        buf.push(0x55);
+        let mut tree = Tree::default();
+        let mut r = Reader::new(&buf, &mut tree);
+        assert_eq!(r.long(), Ok(v));
+        assert_eq!(r.long(), Ok(!(0x55 >> 1)), "the next one after {v}");
+        assert!(r.at_end());
+    }
+    let eleven = [0x80u8; 11];
+    let cut = [0x80u8; 5];
+    let wide = [0xFFu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02];
+    let mut tree = Tree::default();
+    assert_eq!(
+        Reader::new(&eleven, &mut tree).long(),
+        Err(Defer("decode: a varint longer than 10 bytes"))
+    );
+    assert_eq!(
+        Reader::new(&cut, &mut tree).long(),
+        Err(Defer("decode: past the end"))
+    );
+    assert_eq!(
+        Reader::new(&wide, &mut tree).long(),
+        Err(Defer("decode: a varint past 64 bits"))
+    );
+}
