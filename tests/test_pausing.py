@@ -53,3 +53,16 @@ async def test_revoked_partitions_are_forgotten_and_nothing_is_called_twice() ->
 async def test_without_a_consumer_it_says_so() -> None:
     with pytest.raises(RuntimeError, match="no consumer"):
         await Pausing().hold("registry", {A})
+
+
+async def test_a_partition_assigned_again_is_resumed_unless_a_reason_holds_it() -> None:
+    """librdkafka keeps a pause through a revoke and a later assignment to this member, so
+    a partition revoked while paused would never be fetched again: assigning resumes it."""
+    consumer, pausing = Consumer(), Pausing()
+    pausing.attach(consumer)
+    await pausing.want("backpressure", {A, B})
+    pausing.forget([A, B])  # revoked while paused: the client still holds them paused
+    await pausing.hold("registry", {B})
+    await pausing.assigned([A, B, C])
+    assert consumer.calls[-1] == ("resume", {A, C})
+    assert pausing.paused == {B}

@@ -34,6 +34,10 @@ class Committer(Protocol):
     async def watermarks(self, tp: TopicPartition) -> tuple[int, int] | None: ...
 
 
+async def _nothing_to_unpause(_tps: list[TopicPartition]) -> None:
+    return None
+
+
 class Checkpoint:
     """Tracks what was read, commits what was delivered, follows the assignment."""
 
@@ -46,6 +50,7 @@ class Checkpoint:
         self._committer: Committer | None = None
         self._drain: Callable[[], Awaitable[int]] | None = None
         self._release: Callable[[list[TopicPartition]], None] = lambda _tps: None
+        self._unpause: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing_to_unpause
         self._rebalanced: list[Callable[[int], Awaitable[None]]] = []
         # Committed positions found on the broker at assignment, until we commit our own.
         self._committed_at_assign: dict[TopicPartition, int] = {}
@@ -62,13 +67,16 @@ class Checkpoint:
         *,
         drain: Callable[[], Awaitable[int]],
         release: Callable[[list[TopicPartition]], None],
+        unpause: Callable[[list[TopicPartition]], Awaitable[None]],
     ) -> None:
         """The source commits; it is built after the checkpoint (it calls back into it).
         A revoke first runs ``drain`` (send what is open, wait for what is in flight);
-        ``release`` tells the pausing room which partitions are no longer ours."""
+        ``release`` tells the pausing room which partitions are no longer ours, ``unpause``
+        which are ours again (it resumes what the client may still hold paused)."""
         self._committer = committer
         self._drain = drain
         self._release = release
+        self._unpause = unpause
 
     def on_rebalanced(self, listener: Callable[[int], Awaitable[None]]) -> None:
         """``listener(partitions now owned)`` after every assignment change."""
@@ -223,6 +231,8 @@ class Checkpoint:
 
     async def assign(self, tps: list[TopicPartition]) -> None:
         self.tracker.assign(tps)
+        if tps:
+            await self._unpause(tps)
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.partitions_assigned.set(len(self.tracker.assigned()))
         # Lag is end offset minus committed offset: learn where the group stands now,

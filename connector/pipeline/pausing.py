@@ -64,6 +64,18 @@ class Pausing:
         for held in self._by_reason.values():
             held -= gone
 
+    async def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Newly assigned: resumed, unless a reason holds them. librdkafka keeps a
+        partition's pause through its revoke and a later assignment to this member
+        (librdkafka #1849), and :meth:`forget` dropped it from ours: without this, a
+        partition paused when it was revoked would never be fetched here again."""
+        if self._consumer is None:
+            raise RuntimeError("the pausing room has no consumer attached")
+        held: set[TopicPartition] = set().union(*self._by_reason.values())
+        fresh = [tp for tp in tps if tp not in held and tp not in self._paused]
+        if fresh:
+            await self._consumer.resume(fresh)
+
     async def _apply(self) -> None:
         if self._consumer is None:
             raise RuntimeError("the pausing room has no consumer attached")

@@ -260,7 +260,7 @@ def build(
         clock=clock,
         wall_clock=wall_clock,
     )
-    checkpoint.attach(kafka_source, drain=drain, release=pausing.forget)
+    checkpoint.attach(kafka_source, drain=drain, release=pausing.forget, unpause=pausing.assigned)
     pausing.attach(kafka_source)
     caps = backpressure.PendingCaps(kafka.max_pending_events, kafka.max_pending_per_partition)
     return Rooms(
